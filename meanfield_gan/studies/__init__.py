@@ -1,0 +1,1 @@
+"""Studies of the package: each module is one ``meanfield-gan`` subcommand."""
