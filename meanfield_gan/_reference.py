@@ -1,0 +1,92 @@
+"""The readable NumPy reference of MODEL.md sections 1-2: the ground truth of every test.
+
+Written for clarity, not speed: it forms the ``(N, B, K)`` and ``(B, M)`` arrays the fast
+engines avoid. Inputs are assumed validated (see :mod:`meanfield_gan.problem`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit as sigmoid
+
+
+def _split_theta(theta: np.ndarray):
+    L = theta.shape[2] - 2
+    return theta[..., 0], theta[..., 1:L + 1], theta[..., L + 1]  # a (N,K), B (N,K,L), c (N,K)
+
+
+def _split_omega(omega: np.ndarray):
+    K = omega.shape[1] - 2
+    return omega[:, 0], omega[:, 1:K + 1], omega[:, K + 1]  # alpha (M,), beta (M,K), gamma (M,)
+
+
+def generator_output(theta: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``g_mu(z_b) = (1/N) sum_i sigma(z_b; theta_i)``, shape ``(B, K)``."""
+    a, B, c = _split_theta(theta)
+    u = np.einsum("nkl,bl->nbk", B, z) + c[:, None, :]
+    return np.mean(a[:, None, :] * sigmoid(u), axis=0)
+
+
+def critic_output(omega: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``f_nu(x_b) = (1/M) sum_j alpha_j s(beta_j . x_b + gamma_j)``, shape ``(B,)``."""
+    alpha, beta, gamma = _split_omega(omega)
+    return np.mean(alpha * sigmoid(x @ beta.T + gamma), axis=1)
+
+
+def critic_gradient(omega: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``grad_x f_nu(x_b) = (1/M) sum_j alpha_j s'(u_bj) beta_j``, shape ``(B, K)``."""
+    alpha, beta, gamma = _split_omega(omega)
+    s = sigmoid(x @ beta.T + gamma)
+    return (alpha * s * (1.0 - s)) @ beta / omega.shape[0]
+
+
+def energy(theta, omega, z, zw, x, xw) -> float:
+    """``Psi[mu, nu] = E_Z f(g(Z)) - E_X f(X)`` with the given quadratures."""
+    return float(zw @ critic_output(omega, generator_output(theta, z)) - xw @ critic_output(omega, x))
+
+
+def critic_velocity(omega, g, zw, x, xw) -> np.ndarray:
+    """``V_omega`` at every critic particle (not projected, not scaled by ``gamma_c``).
+
+    ``g`` holds the generated points ``g_mu(z_b)``.
+    """
+    alpha, beta, gamma = _split_omega(omega)
+    out = np.empty_like(omega)
+    K = omega.shape[1] - 2
+    # d/dalpha = s(u); d/dbeta = alpha s'(u) x; d/dgamma = alpha s'(u): E at g(Z) minus E at X.
+    sg = sigmoid(g @ beta.T + gamma)  # (Bz, M)
+    sx = sigmoid(x @ beta.T + gamma)  # (Bx, M)
+    dg = sg * (1.0 - sg)
+    dx = sx * (1.0 - sx)
+    out[:, 0] = zw @ sg - xw @ sx
+    out[:, 1:K + 1] = alpha[:, None] * ((zw[:, None] * dg).T @ g - (xw[:, None] * dx).T @ x)
+    out[:, K + 1] = alpha * (zw @ dg - xw @ dx)
+    return out
+
+
+def generator_velocity(theta, z, zw, h) -> np.ndarray:
+    """``V_theta`` at every generator particle, with ``h_b = grad f(g(z_b))``."""
+    a, B, c = _split_theta(theta)
+    L = theta.shape[2] - 2
+    s = sigmoid(np.einsum("nkl,bl->nbk", B, z) + c[:, None, :])  # (N, Bz, K)
+    ds = s * (1.0 - s)
+    wh = zw[:, None] * h  # (Bz, K)
+    out = np.empty_like(theta)
+    # V_theta is MINUS the expectation of h_k s(u_k), h_k a_k s'(u_k) Z, h_k a_k s'(u_k).
+    out[..., 0] = -np.einsum("bk,nbk->nk", wh, s)
+    out[..., 1:L + 1] = -a[..., None] * np.einsum("bk,nbk,bl->nkl", wh, ds, z)
+    out[..., L + 1] = -a * np.einsum("bk,nbk->nk", wh, ds)
+    return out
+
+
+def velocity(theta, omega, z, zw, x, xw) -> tuple[np.ndarray, np.ndarray]:
+    """Both velocity fields ``(V_theta, V_omega)`` of MODEL.md section 2."""
+    g = generator_output(theta, z)
+    h = critic_gradient(omega, g)
+    return generator_velocity(theta, z, zw, h), critic_velocity(omega, g, zw, x, xw)
+
+
+def project_velocity(omega: np.ndarray, v: np.ndarray, clip: float) -> np.ndarray:
+    """Tangent-cone projection onto ``Q = [-clip, clip]^{K+2}`` (MODEL.md section 2)."""
+    out = v.copy()
+    out[((omega >= clip) & (v > 0)) | ((omega <= -clip) & (v < 0))] = 0.0
+    return out

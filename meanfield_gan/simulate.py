@@ -1,0 +1,408 @@
+"""The driver: :func:`simulate` runs a scheme from a state to ``t_end`` on any engine.
+
+Randomness. SGD batches are drawn on the host, in chunks of :data:`CHUNK_STEPS` steps; chunk
+``c`` of a run with seed ``s`` uses its own generator ``PCG64(SeedSequence(s, spawn_key=(c,)))``.
+The batches of a step therefore depend only on ``(seed, step)``: not on the engine, not on how
+the run is cut into records or checkpoints, and a resumed run draws exactly what the
+uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from . import _reference
+from .core import check_backend, energy
+from .problem import Problem, State, check_particles
+from .schemes import SGD, ProjectedEuler, ProjectedHeun, RMSProp
+
+__all__ = ["simulate", "Trajectory", "NonFiniteError", "draw_batches", "CHUNK_STEPS",
+           "record_steps", "boundary_fraction"]
+
+#: Steps per chunk of pre-drawn SGD batches (and per compiled call of the step loop).
+CHUNK_STEPS = 256
+
+
+class NonFiniteError(FloatingPointError):
+    """A particle became NaN or infinite; ``step`` is the first step that produced it."""
+
+    def __init__(self, step: int, time: float):
+        super().__init__(f"non-finite particle values (NaN/Inf) appeared at step {step} "
+                         f"(t = {time:.6g}); the last good state was kept")
+        self.step = step
+        self.time = time
+
+
+class Recorder(Protocol):
+    """Where :func:`simulate` sends snapshots (e.g. an H5MD file writer)."""
+
+    def record(self, step: int, time: float, theta: np.ndarray, omega: np.ndarray,
+               observables: dict[str, float]) -> None: ...
+
+
+@dataclass
+class Trajectory:
+    """What :func:`simulate` returns.
+
+    Attributes
+    ----------
+    times, steps : ndarray, shape (T,)
+        Recorded times and step indices.
+    theta : ndarray, shape (T, N, K, L+2) or None
+    omega : ndarray, shape (T, M, K+2) or None
+        Recorded particles (``None`` when ``record_particles=False``).
+    observables : dict of str -> ndarray (T,)
+        ``psi`` and ``critic_boundary_fraction`` at least.
+    state : State
+        The final state (continue a run by passing it back to :func:`simulate`).
+    """
+
+    times: np.ndarray
+    steps: np.ndarray
+    theta: np.ndarray | None
+    omega: np.ndarray | None
+    observables: dict[str, np.ndarray]
+    state: State
+
+
+def boundary_fraction(omega: np.ndarray, clip: float) -> float:
+    """Fraction of critic particles with at least one coordinate on the boundary of ``Q``."""
+    return float(np.mean(np.any(np.abs(omega) >= clip, axis=1)))
+
+
+def record_steps(record: int | Sequence[float] | None, dt: float, step0: int, step_end: int
+                 ) -> np.ndarray:
+    """Step indices to record: ``None`` -> start and end; ``int n`` -> ``n+1`` even times."""
+    if record is None:
+        steps = np.array([step0, step_end])
+    elif isinstance(record, (int, np.integer)) and not isinstance(record, bool):
+        if record < 1:
+            raise ValueError(f"record must be >= 1 (number of intervals), got {record}")
+        steps = np.rint(np.linspace(step0, step_end, int(record) + 1)).astype(np.int64)
+    else:
+        t = np.asarray(record, dtype=np.float64)
+        if t.ndim != 1 or not np.all(np.isfinite(t)):
+            raise ValueError("record must be None, an int, or a 1-D array of finite times")
+        steps = np.rint(t / dt).astype(np.int64)
+        if np.any(steps < step0) or np.any(steps > step_end):
+            raise ValueError("record times must lie within [start time, t_end]")
+    return np.unique(steps)
+
+
+def draw_batches(problem: Problem, scheme: SGD, seed: int, chunk: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The SGD batches of chunk ``chunk`` (steps ``chunk*CHUNK_STEPS`` onwards).
+
+    Returns
+    -------
+    Zs : ndarray, shape (CHUNK_STEPS, latent_slots, L, m)
+    Xs : ndarray, shape (CHUNK_STEPS, data_slots, K, m)
+        Transposed so each batch is contiguous per coordinate, as the engines read it.
+    """
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(chunk,))))
+    m = scheme.batch_size
+    nz, nx = scheme.latent_slots, scheme.data_slots
+    z = problem.latent.sample(rng, CHUNK_STEPS * nz * m).reshape(CHUNK_STEPS, nz, m, problem.L)
+    x = problem.target.sample(rng, CHUNK_STEPS * nx * m).reshape(CHUNK_STEPS, nx, m, problem.K)
+    return (np.ascontiguousarray(z.transpose(0, 1, 3, 2)),
+            np.ascontiguousarray(x.transpose(0, 1, 3, 2)))
+
+
+# --------------------------------------------------------------------------------------
+# engines' step runners
+# --------------------------------------------------------------------------------------
+
+
+def _kind(scheme) -> int:
+    from . import _numba_engine as ne
+
+    if isinstance(scheme, ProjectedHeun):
+        return ne.HEUN
+    if isinstance(scheme, ProjectedEuler):
+        return ne.EULER
+    if isinstance(scheme, RMSProp):
+        return ne.RMSPROP
+    if isinstance(scheme, SGD):
+        return ne.SGD_ALT if scheme.alternating else ne.SGD
+    raise ValueError(f"scheme must be SGD, RMSProp, ProjectedEuler or ProjectedHeun; got {scheme!r}")
+
+
+class _Runner:
+    """Common set-up of the step runners: scales, quadrature, batch weights, RMSProp state."""
+
+    def __init__(self, problem: Problem, state: State, scheme):
+        self.kind = _kind(scheme)
+        self.scheme = scheme
+        self.clip = problem.clip
+        N, M = state.N, state.M
+        self.dt = scheme.dt(N)
+        self.gdt = scheme.gamma_c(N, M) * self.dt
+        self.crit_dt = scheme.critic_dt(M) if isinstance(scheme, SGD) else self.gdt
+        self.rho = getattr(scheme, "rho", 0.0)
+        self.eps = getattr(scheme, "eps", 1.0)
+        if scheme.stochastic:
+            m = scheme.batch_size
+            self.zw = np.full(m, 1.0 / m)
+            self.xw = np.full(m, 1.0 / m)
+            self.zT = np.zeros((problem.L, 1))
+            self.xT = np.zeros((problem.K, 1))
+        else:
+            z, zw, x, xw = problem.quadrature(scheme.n_latent, scheme.n_target)
+            self.zT, self.zw = np.ascontiguousarray(z.T), zw
+            self.xT, self.xw = np.ascontiguousarray(x.T), xw
+        self.theta = state.theta.copy()
+        self.omega = state.omega.copy()
+        if isinstance(scheme, RMSProp):
+            self.sq_t = state.opt.get("theta_sq", np.zeros_like(self.theta)).copy()
+            self.sq_o = state.opt.get("omega_sq", np.zeros_like(self.omega)).copy()
+        else:
+            self.sq_t = np.zeros((1, 1, 1))
+            self.sq_o = np.zeros((1, 1))
+
+    def opt_state(self) -> dict[str, np.ndarray]:
+        if isinstance(self.scheme, RMSProp):
+            return {"theta_sq": self.sq_t.copy(), "omega_sq": self.sq_o.copy()}
+        return {}
+
+    def particles(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.theta, self.omega
+
+
+class _NumbaRunner(_Runner):
+    def __init__(self, problem, state, scheme):
+        super().__init__(problem, state, scheme)
+        from . import _numba_engine as ne
+
+        self._ne = ne
+        B = scheme.batch_size if scheme.stochastic else None
+        Bz = B if B else self.zT.shape[1]
+        Bx = B if B else self.xT.shape[1]
+        self.ws = ne.Workspace(state.N, state.M, problem.K, problem.L, Bz, Bx)
+        self.vt = np.empty_like(self.theta)
+        self.vo = np.empty_like(self.omega)
+        heun = self.kind == ne.HEUN
+        self.vt2 = np.empty_like(self.theta) if heun else self.vt
+        self.vo2 = np.empty_like(self.omega) if heun else self.vo
+        self.th2 = np.empty_like(self.theta) if heun else self.vt
+        self.om2 = np.empty_like(self.omega) if heun else self.vo
+        self._dummy_Z = np.zeros((1, 1, problem.L, 1))
+        self._dummy_X = np.zeros((1, 1, problem.K, 1))
+
+    def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None) -> int:
+        return int(self._ne.run_steps(
+            self.kind, self.theta, self.omega, n, self.zT, self.zw, self.xT, self.xw,
+            self._dummy_Z if Zs is None else Zs, self._dummy_X if Xs is None else Xs,
+            self.dt, self.gdt, self.crit_dt, self.clip, self.rho, self.eps, self.sq_t, self.sq_o,
+            self.vt, self.vo, self.vt2, self.vo2, self.th2, self.om2, *self.ws.args()))
+
+
+class _NumpyRunner(_Runner):
+    """The reference engine: the same update rules, one Python iteration per step."""
+
+    def _vel(self, theta, omega, z, zw, x, xw):
+        return _reference.velocity(theta, omega, np.ascontiguousarray(z.T), zw,
+                                   np.ascontiguousarray(x.T), xw)
+
+    def _rms(self, y, h, v, sq):
+        sq *= self.rho
+        sq += (1.0 - self.rho) * v * v
+        y += h * v / (np.sqrt(sq) + self.eps)
+
+    def advance(self, n: int, Zs, Xs) -> int:
+        from . import _numba_engine as ne
+
+        th, om, c = self.theta, self.omega, self.clip
+        for s in range(n):
+            if self.kind in (ne.EULER, ne.SGD, ne.RMSPROP):
+                z, x = (self.zT, self.xT) if self.kind == ne.EULER else (Zs[s, 0], Xs[s, 0])
+                vt, vo = self._vel(th, om, z, self.zw, x, self.xw)
+                if self.kind == ne.RMSPROP:
+                    self._rms(th, self.dt, vt, self.sq_t)
+                    self._rms(om, self.gdt, vo, self.sq_o)
+                else:
+                    th += self.dt * vt
+                    om += self.gdt * vo
+                np.clip(om, -c, c, out=om)
+            elif self.kind == ne.HEUN:
+                vt, vo = self._vel(th, om, self.zT, self.zw, self.xT, self.xw)
+                vo = _reference.project_velocity(om, vo, c)
+                th2 = th + self.dt * vt
+                om2 = np.clip(om + self.gdt * vo, -c, c)
+                vt2, vo2 = self._vel(th2, om2, self.zT, self.zw, self.xT, self.xw)
+                vo2 = _reference.project_velocity(om2, vo2, c)
+                th += 0.5 * self.dt * (vt + vt2)
+                om += 0.5 * self.gdt * (vo + vo2)
+                np.clip(om, -c, c, out=om)
+            else:
+                n_critic = Xs.shape[1]
+                for k in range(n_critic):
+                    _, vo = self._vel(th, om, Zs[s, k], self.zw, Xs[s, k], self.xw)
+                    om += self.crit_dt * vo
+                    np.clip(om, -c, c, out=om)
+                vt, _ = self._vel(th, om, Zs[s, n_critic], self.zw, Xs[s, 0], self.xw)
+                th += self.dt * vt
+            if not (np.all(np.isfinite(th)) and np.all(np.isfinite(om))):
+                return s
+        return n
+
+
+def _make_runner(backend: str, problem, state, scheme, **kw):
+    if backend == "numpy":
+        return _NumpyRunner(problem, state, scheme)
+    if backend == "numba":
+        return _NumbaRunner(problem, state, scheme)
+    from . import _cuda_engine
+
+    return _cuda_engine.make_runner(problem, state, scheme, **kw)
+
+
+# --------------------------------------------------------------------------------------
+# the driver
+# --------------------------------------------------------------------------------------
+
+
+def _observe(problem: Problem, theta, omega, quad, backend: str) -> dict[str, float]:
+    z, zw, x, xw = quad
+    eb = "numpy" if backend == "numpy" else "numba"
+    return {"psi": energy(theta, omega, z, zw, x, xw, backend=eb),
+            "critic_boundary_fraction": boundary_fraction(omega, problem.clip)}
+
+
+def simulate(problem: Problem, state: State, scheme, t_end: float, *,
+             record: int | Sequence[float] | None = None, seed: int = 0,
+             backend: str = "numba", progress: bool = False, record_particles: bool = True,
+             recorder: Recorder | None = None, checkpoint_every: int | None = None,
+             on_checkpoint: Callable[[State], Any] | None = None,
+             observables: bool = True, **engine_options) -> Trajectory:
+    """Run ``scheme`` from ``state`` to time ``t_end`` and record snapshots.
+
+    Parameters
+    ----------
+    problem : Problem
+        Dimensions, target, latent law and box.
+    state : State
+        Initial particles (``state.step``/``state.time`` > 0 continues a run).  Not modified.
+    scheme : SGD, RMSProp, ProjectedEuler or ProjectedHeun
+        How a step is taken.
+    t_end : float
+        Final time; the run takes ``round((t_end - state.time) / dt)`` more steps.
+    record : None, int or sequence of float
+        Record times: ``None`` (start and end), ``n`` (``n+1`` evenly spaced), or explicit
+        times (rounded to steps).
+    seed : int
+        Seed of the SGD batches (ignored by deterministic schemes).
+    backend : {"numpy", "numba", "cuda"}
+        Engine; every engine gives the same trajectory to rounding (1e-12).
+    progress : bool
+        Show a tqdm progress bar (time reached, steps/s, ETA).
+    record_particles : bool
+        Keep the particle snapshots in memory (``False`` for long runs written by ``recorder``).
+    recorder : object with ``record(step, time, theta, omega, observables)``, optional
+        Receives every snapshot as it is taken (e.g. an H5MD writer).
+    checkpoint_every : int, optional
+        Call ``on_checkpoint(state)`` every this many steps (and at the end).
+    on_checkpoint : callable, optional
+        Receives a :class:`State` copy (particles, step, time, optimiser state).
+    observables : bool
+        Evaluate ``psi`` (with the problem's quadrature) and the critic's boundary fraction.
+
+    Returns
+    -------
+    Trajectory
+
+    Raises
+    ------
+    NonFiniteError
+        When a particle becomes NaN/Inf; snapshots and checkpoints taken before stay valid.
+    """
+    check_backend(backend)
+    theta, omega, _, _ = check_particles(state.theta, state.omega, problem.K, problem.L)
+    state = State(theta, omega, int(state.step), float(state.time), dict(state.opt))
+    _kind(scheme)
+    try:
+        t_end = float(t_end)
+    except (TypeError, ValueError):
+        raise ValueError(f"t_end must be a number, got {t_end!r}") from None
+    if not math.isfinite(t_end):
+        raise ValueError(f"t_end must be finite, got {t_end!r}")
+    N, M = state.N, state.M
+    dt = scheme.dt(N)
+    step_end = int(round(t_end / dt))
+    if step_end < state.step:
+        raise ValueError(f"t_end={t_end} lies before the state's time {state.time}")
+    if checkpoint_every is not None and (int(checkpoint_every) != checkpoint_every or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    rsteps = record_steps(record, dt, state.step, step_end)
+    stops = set(rsteps.tolist())
+    if checkpoint_every:
+        stops.update(range(state.step + checkpoint_every, step_end + 1, checkpoint_every))
+        stops.add(step_end)
+    stops = np.array(sorted(s for s in stops if s > state.step), dtype=np.int64)
+
+    runner = _make_runner(backend, problem, state, scheme, **engine_options)
+    quad = problem.quadrature() if observables else None
+    rec_set = set(rsteps.tolist())
+    times, steps, thetas, omegas = [], [], [], []
+    obs: dict[str, list[float]] = {}
+
+    def take(step: int) -> None:
+        th, om = runner.particles()
+        t = step * dt
+        o = _observe(problem, th, om, quad, backend) if observables else {}
+        times.append(t)
+        steps.append(step)
+        for k, v in o.items():
+            obs.setdefault(k, []).append(v)
+        if record_particles:
+            thetas.append(th.copy())
+            omegas.append(om.copy())
+        if recorder is not None:
+            recorder.record(step, t, th, om, o)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=step_end - state.step, unit="step", desc="simulate", leave=False)
+    step = state.step
+    cached_chunk, Zc, Xc = -1, None, None
+    try:
+        if step in rec_set:
+            take(step)
+        for stop in stops:
+            while step < stop:
+                chunk, off = divmod(step, CHUNK_STEPS)
+                n = int(min(stop - step, CHUNK_STEPS - off))
+                Zs = Xs = None
+                if scheme.stochastic:
+                    if chunk != cached_chunk:
+                        Zc, Xc = draw_batches(problem, scheme, seed, chunk)
+                        cached_chunk = chunk
+                    Zs, Xs = Zc[off:off + n], Xc[off:off + n]
+                done = runner.advance(n, Zs, Xs)
+                if done < n:
+                    bad = step + done + 1
+                    raise NonFiniteError(bad, bad * dt)
+                step += n
+                if bar is not None:
+                    bar.update(n)
+                    bar.set_postfix(t=f"{step * dt:.4g}")
+            if step in rec_set:
+                take(step)
+            if checkpoint_every and on_checkpoint is not None and (
+                    (step - state.step) % checkpoint_every == 0 or step == step_end):
+                th, om = runner.particles()
+                on_checkpoint(State(th.copy(), om.copy(), step, step * dt, runner.opt_state()))
+    finally:
+        if bar is not None:
+            bar.close()
+    th, om = runner.particles()
+    final = State(th.copy(), om.copy(), step, step * dt, runner.opt_state())
+    return Trajectory(
+        times=np.asarray(times), steps=np.asarray(steps, dtype=np.int64),
+        theta=np.stack(thetas) if record_particles and thetas else None,
+        omega=np.stack(omegas) if record_particles and omegas else None,
+        observables={k: np.asarray(v) for k, v in obs.items()}, state=final)
