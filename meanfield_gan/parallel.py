@@ -27,13 +27,36 @@ def _init_worker(threads: int) -> None:
         pass
 
 
+class _ClientExecutor(Executor):
+    """A Dask client's executor that closes its client on :meth:`shutdown` (and ``with``)."""
+
+    def __init__(self, client):
+        self.client = client
+        self._executor = client.get_executor()
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._executor.shutdown(wait=wait)
+        self.client.close()
+
+
 def executor_from_scheduler(address: str) -> Executor:
-    """Return an executor running on the Dask scheduler at ``address`` (e.g. ``tcp://host:8786``)."""
+    """Return an executor running on the Dask scheduler at ``address`` (e.g. ``tcp://host:8786``).
+
+    The executor owns its Dask client: call ``shutdown()`` (or use it in a ``with`` block) when
+    the study is done, so the client does not outlive it.
+    """
     try:
         from dask.distributed import Client
     except ImportError as exc:  # pragma: no cover
         raise ValueError("scheduler: dask[distributed] is not installed") from exc
-    return Client(address).get_executor()
+    try:
+        client = Client(address, timeout="10s")
+    except OSError as exc:
+        raise ValueError(f"scheduler: cannot reach a Dask scheduler at {address!r} ({exc})") from None
+    return _ClientExecutor(client)
 
 
 def map_tasks(
