@@ -1,0 +1,721 @@
+"""Distances between particle measures and diagnostics of critic coagulation.
+
+The theory (MODEL.md section 4) is stated in Wasserstein distances between empirical measures
+``mu_N = (1/N) sum_i delta_theta_i`` and ``nu_M = (1/M) sum_j delta_omega_j``. A particle is a
+point of ``R^{K(L+2)}`` (generator) or ``R^{K+2}`` (critic), so every distance here works on
+flattened particle coordinates: a generator array ``theta`` of shape ``(N, K, L+2)`` is the
+point cloud ``theta.reshape(N, -1)``.
+
+Exact optimal transport uses POT (``ot.emd2``, the network simplex); the sliced and 1-D
+distances are POT's as well. The coagulation diagnostics (MODEL.md section 4.3) measure how
+much of the critic measure sits on the boundary of the clipping box ``Q = [-clip, clip]^{K+2}``
+and whether it has collapsed to a few points; they scale to ``M = 1e5`` critic particles
+(k-d tree neighbour search, never an ``M x M`` matrix).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+__all__ = [
+    "flatten_particles",
+    "w2_squared",
+    "coupling_squared",
+    "sliced_w2_squared",
+    "w1_1d",
+    "w2_squared_1d",
+    "pair_distance",
+    "coagulation",
+    "coagulation_time",
+    "coagulation_series",
+]
+
+#: Default iteration cap of the network simplex: large enough for 5000-point clouds
+#: (POT's own default, 1e5, stops short of the optimum there: measured for n = m = 5000, d = 3).
+DEFAULT_NUM_ITERMAX = 10_000_000
+
+
+def _pot():
+    """Import POT on first use.
+
+    ``import ot`` pulls in every array backend it finds (torch, jax, ...), which can take
+    seconds; the coagulation diagnostics and ``import meanfield_gan`` do not need it.
+    """
+    import ot
+
+    return ot
+
+
+# --------------------------------------------------------------------------------------------
+# input handling
+# --------------------------------------------------------------------------------------------
+def flatten_particles(x: Any) -> np.ndarray:
+    """Flatten each particle's coordinates into one row.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, ...)
+        ``n`` particles; a particle may itself be an array, e.g. generator parameters
+        ``theta`` of shape ``(N, K, L+2)``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, d)
+        ``x.reshape(n, -1)``: ``d`` is the product of the trailing dimensions (1 for 1-D input).
+    """
+    arr = np.asarray(x)
+    return arr.reshape(len(arr), -1)
+
+
+def _point_cloud(x: Any, name: str) -> np.ndarray:
+    """Validate ``x`` as ``n >= 1`` finite particles and return it as a float ``(n, d)`` array."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must be an array of particles, got a scalar")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} must contain at least one particle, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} particles have no coordinates, got shape {arr.shape}")
+    arr = flatten_particles(arr.astype(np.float64, copy=False))
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    return arr
+
+
+def _pair_of_clouds(a: Any, b: Any, name_a: str, name_b: str) -> tuple[np.ndarray, np.ndarray]:
+    xa = _point_cloud(a, name_a)
+    xb = _point_cloud(b, name_b)
+    if xa.shape[1] != xb.shape[1]:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same particle dimension, got "
+            f"{xa.shape[1]} and {xb.shape[1]} (shapes {np.shape(a)} and {np.shape(b)})"
+        )
+    return xa, xb
+
+
+def _sq_euclidean_cost(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """Matrix ``C[i, j] = |xa_i - xb_j|^2`` built from coordinate differences.
+
+    ``ot.dist`` expands ``|a|^2 + |b|^2 - 2 a.b``, whose cancellation error is of order
+    ``eps * |a|^2`` per entry: when two clouds are close (SGD against the PDE at large N,
+    where ``d_2^2`` is the small quantity being measured) that error can swamp the
+    distance. Summing squared differences one coordinate at a time is exact to rounding
+    relative to the distance itself and needs only two ``n x m`` buffers.
+    """
+    cost = np.zeros((xa.shape[0], xb.shape[0]))
+    diff = np.empty_like(cost)
+    for k in range(xa.shape[1]):
+        np.subtract.outer(xa[:, k], xb[:, k], out=diff)
+        np.multiply(diff, diff, out=diff)
+        cost += diff
+    return cost
+
+
+# --------------------------------------------------------------------------------------------
+# Wasserstein distances
+# --------------------------------------------------------------------------------------------
+def _positive_int(value: Any, name: str) -> int:
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_itermax(num_itermax: Any) -> int:
+    return _positive_int(num_itermax, "num_itermax")
+
+
+def _w2_squared(xa: np.ndarray, xb: np.ndarray, num_itermax: int) -> float:
+    n, m = xa.shape[0], xb.shape[0]
+    if n == 1 or m == 1:
+        # A Dirac on one side: the only coupling sends all mass to (or from) that point.
+        return float(np.mean(_sq_euclidean_cost(xa, xb)))
+    cost = _sq_euclidean_cost(xa, xb)
+    wa = np.full(n, 1.0 / n)
+    wb = np.full(m, 1.0 / m)
+    with warnings.catch_warnings():
+        # POT warns on non-convergence; the check below turns that into an error instead.
+        warnings.simplefilter("ignore", UserWarning)
+        value, log = _pot().emd2(wa, wb, cost, numItermax=int(num_itermax), log=True)
+    if log.get("warning"):
+        # An unconverged simplex returns a feasible but non-optimal cost: an upper bound
+        # on W_2^2 that would silently bias a convergence-rate fit.
+        raise RuntimeError(
+            f"ot.emd2 did not reach the optimum for clouds of sizes {n} and {m} "
+            f"({log['warning']}); raise num_itermax (now {num_itermax})"
+        )
+    return max(float(value), 0.0)
+
+
+def w2_squared(a: Any, b: Any, *, num_itermax: int = DEFAULT_NUM_ITERMAX) -> float:
+    """Exact squared 2-Wasserstein distance between two uniform point clouds.
+
+    Solves the discrete optimal transport problem between ``(1/n) sum_i delta_{a_i}`` and
+    ``(1/m) sum_j delta_{b_j}`` with squared-Euclidean cost (``ot.emd2``, network simplex).
+
+    Parameters
+    ----------
+    a : array_like, shape (n, d) or (n,) or (n, ...)
+        First cloud. 1-D input is ``n`` points on the line; higher-rank input is ``n``
+        particles whose coordinates are flattened (:func:`flatten_particles`), e.g. a
+        generator array ``theta`` of shape ``(N, K, L+2)``.
+    b : array_like, shape (m, d) or (m,) or (m, ...)
+        Second cloud; ``m`` may differ from ``n``, the flattened dimension ``d`` may not.
+    num_itermax : int, optional
+        Iteration cap of the network simplex. The default suffices for ``n = m = 5000``.
+
+    Returns
+    -------
+    float
+        ``W_2^2`` (squared, not its square root).
+
+    Raises
+    ------
+    ValueError
+        If a cloud is empty, contains NaN/inf, or the two dimensions differ.
+    RuntimeError
+        If the simplex stops at ``num_itermax`` before reaching the optimum.
+
+    Notes
+    -----
+    Time grows roughly like ``n^2 log n`` to ``n^3`` and memory like ``n m`` (the cost
+    matrix); use :func:`coupling_squared` (an upper bound) or :func:`sliced_w2_squared` for
+    larger clouds.
+    """
+    xa, xb = _pair_of_clouds(a, b, "a", "b")
+    return _w2_squared(xa, xb, _check_itermax(num_itermax))
+
+
+def _coupling_squared(xa: np.ndarray, xb: np.ndarray, name_a: str, name_b: str) -> float:
+    if xa.shape[0] != xb.shape[0]:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same number of particles for the natural "
+            f"coupling, got {xa.shape[0]} and {xb.shape[0]}"
+        )
+    return float(np.mean(np.sum((xa - xb) ** 2, axis=1)))
+
+
+def coupling_squared(a: Any, b: Any) -> float:
+    """Squared cost of the natural coupling ``a_i <-> b_i``: an upper bound on ``W_2^2``.
+
+    Parameters
+    ----------
+    a, b : array_like, shape (n, d) or (n,) or (n, ...)
+        Two clouds with the same number of particles, the ``i``-th particle of one paired
+        with the ``i``-th of the other (e.g. the SGD and Euler trajectories of the same
+        initial particle). Higher-rank input is flattened per particle.
+
+    Returns
+    -------
+    float
+        ``(1/n) sum_i |a_i - b_i|^2``, which is ``>= w2_squared(a, b)``.
+
+    Raises
+    ------
+    ValueError
+        If the clouds are empty, non-finite, or differ in size or dimension.
+    """
+    xa, xb = _pair_of_clouds(a, b, "a", "b")
+    return _coupling_squared(xa, xb, "a", "b")
+
+
+def _sliced_w2_squared(xa: np.ndarray, xb: np.ndarray, n_projections: int, seed: int) -> float:
+    # POT returns (mean over directions of W_2^2 of the projections)^(1/2); square it back.
+    sw = _pot().sliced_wasserstein_distance(xa, xb, n_projections=n_projections, p=2, seed=seed)
+    return float(sw) ** 2
+
+
+def sliced_w2_squared(a: Any, b: Any, n_projections: int = 200, seed: int = 0) -> float:
+    """Monte-Carlo sliced squared 2-Wasserstein distance (POT).
+
+    ``SW_2^2(a, b) = E_u W_2^2(u . a, u . b)`` over directions ``u`` uniform on the unit
+    sphere, estimated with ``n_projections`` random directions drawn from ``seed``.
+
+    Parameters
+    ----------
+    a : array_like, shape (n, d) or (n,) or (n, ...)
+        First cloud (flattened per particle as in :func:`w2_squared`).
+    b : array_like, shape (m, d) or (m,) or (m, ...)
+        Second cloud.
+    n_projections : int, optional
+        Number of random directions.
+    seed : int, optional
+        Seed of the directions: the same seed gives the same value.
+
+    Returns
+    -------
+    float
+        The estimate of ``SW_2^2``. It is at most ``W_2^2``; for a rigid shift by ``s`` its
+        expectation is ``|s|^2 / d``.
+
+    Raises
+    ------
+    ValueError
+        On empty, non-finite or dimension-mismatched clouds, or ``n_projections < 1``.
+    """
+    xa, xb = _pair_of_clouds(a, b, "a", "b")
+    return _sliced_w2_squared(xa, xb, _positive_int(n_projections, "n_projections"), seed)
+
+
+def _weighted_line(values: Any, weights: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    u = np.asarray(values, dtype=np.float64)
+    if u.ndim != 1 or u.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {u.shape}")
+    if not np.all(np.isfinite(u)):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    if weights is None:
+        return u, np.full(u.size, 1.0 / u.size)
+    w = np.asarray(weights, dtype=np.float64)
+    wname = f"{name.split('_')[0]}_weights"
+    if w.shape != u.shape:
+        raise ValueError(f"{wname} must have shape {u.shape} like {name}, got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"{wname} must be finite, non-negative, with a positive sum")
+    # POT integrates the quantile functions of the weights as given: normalise so that
+    # unnormalised weights (counts, histogram heights) describe probability measures.
+    return u, w / w.sum()
+
+
+def _wasserstein_1d(u, v, u_weights, v_weights, p: int) -> float:
+    uu, uw = _weighted_line(u, u_weights, "u_values")
+    vv, vw = _weighted_line(v, v_weights, "v_values")
+    # ot.wasserstein_1d returns W_p^p (the transport cost), not W_p.
+    return max(float(_pot().wasserstein_1d(uu, vv, uw, vw, p=p)), 0.0)
+
+
+def w1_1d(u: Any, v: Any, u_weights: Any = None, v_weights: Any = None) -> float:
+    """1-Wasserstein distance between two weighted samples on the line.
+
+    Parameters
+    ----------
+    u, v : array_like, shape (n,) and (m,)
+        Support points.
+    u_weights, v_weights : array_like, optional
+        Non-negative weights (normalised to sum 1); uniform when omitted.
+
+    Returns
+    -------
+    float
+        ``W_1 = int_0^1 |F_u^{-1}(q) - F_v^{-1}(q)| dq``.
+
+    Raises
+    ------
+    ValueError
+        On empty, non-1-D or non-finite values, or invalid weights.
+    """
+    return _wasserstein_1d(u, v, u_weights, v_weights, p=1)
+
+
+def w2_squared_1d(u: Any, v: Any, u_weights: Any = None, v_weights: Any = None) -> float:
+    """Squared 2-Wasserstein distance between two weighted samples on the line.
+
+    Parameters
+    ----------
+    u, v : array_like, shape (n,) and (m,)
+        Support points.
+    u_weights, v_weights : array_like, optional
+        Non-negative weights (normalised to sum 1); uniform when omitted.
+
+    Returns
+    -------
+    float
+        ``W_2^2 = int_0^1 |F_u^{-1}(q) - F_v^{-1}(q)|^2 dq`` (squared). For uniform clouds it
+        equals :func:`w2_squared` on the same points, at ``O(n log n)`` cost.
+
+    Raises
+    ------
+    ValueError
+        On empty, non-1-D or non-finite values, or invalid weights.
+    """
+    return _wasserstein_1d(u, v, u_weights, v_weights, p=2)
+
+
+_PAIR_METHODS = ("exact", "coupling", "sliced")
+
+
+def pair_distance(
+    theta_a: Any,
+    omega_a: Any,
+    theta_b: Any,
+    omega_b: Any,
+    method: str = "exact",
+    *,
+    n_projections: int = 200,
+    seed: int = 0,
+    num_itermax: int = DEFAULT_NUM_ITERMAX,
+) -> float:
+    """Squared distance ``d_2^2`` between two generator/critic pairs (MODEL.md section 4.1).
+
+    ``d_2^2((mu_a, nu_a), (mu_b, nu_b)) = W_2^2(mu_a, mu_b) + W_2^2(nu_a, nu_b)`` with the
+    particles' flattened coordinates as points.
+
+    Parameters
+    ----------
+    theta_a, theta_b : array_like, shape (N, K, L+2)
+        Generator particles (any shape ``(N, ...)``; flattened per particle).
+    omega_a, omega_b : array_like, shape (M, K+2)
+        Critic particles.
+    method : {"exact", "coupling", "sliced"}, optional
+        ``"exact"``: :func:`w2_squared` on both measures; ``"coupling"``:
+        :func:`coupling_squared` (an upper bound, needs particle ``i`` of ``a`` paired with
+        particle ``i`` of ``b``); ``"sliced"``: :func:`sliced_w2_squared` (a lower bound for
+        any set of directions, cheap for large clouds).
+    n_projections, seed : int, optional
+        Used by ``method="sliced"`` only.
+    num_itermax : int, optional
+        Used by ``method="exact"`` only.
+
+    Returns
+    -------
+    float
+        The sum of the generator and critic terms.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``method`` or invalid particle arrays (the message names the argument).
+    """
+    if method not in _PAIR_METHODS:
+        raise ValueError(f"method must be one of {_PAIR_METHODS}, got {method!r}")
+    ta, tb = _pair_of_clouds(theta_a, theta_b, "theta_a", "theta_b")
+    oa, ob = _pair_of_clouds(omega_a, omega_b, "omega_a", "omega_b")
+    if method == "exact":
+        itermax = _check_itermax(num_itermax)
+        return _w2_squared(ta, tb, itermax) + _w2_squared(oa, ob, itermax)
+    if method == "coupling":
+        return _coupling_squared(ta, tb, "theta_a", "theta_b") + _coupling_squared(
+            oa, ob, "omega_a", "omega_b"
+        )
+    n_proj = _positive_int(n_projections, "n_projections")
+    return _sliced_w2_squared(ta, tb, n_proj, seed) + _sliced_w2_squared(oa, ob, n_proj, seed)
+
+
+# --------------------------------------------------------------------------------------------
+# coagulation of the critic at the boundary of Q (MODEL.md section 4.3)
+# --------------------------------------------------------------------------------------------
+def _check_clip(clip: Any) -> float:
+    try:
+        c = float(clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"clip must be > 0, got {clip!r}") from None
+    if not (math.isfinite(c) and c > 0):
+        raise ValueError(f"clip must be > 0 and finite, got {clip!r}")
+    return c
+
+
+def _check_omega(omega: Any, name: str = "omega") -> np.ndarray:
+    arr = np.asarray(omega)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (M, K+2), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must contain at least one particle, got shape {arr.shape}")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    # +0.0 turns -0.0 into 0.0, so that byte-wise row comparisons (np.unique) see them equal.
+    return arr + 0.0
+
+
+def _resolve_tol(tol: Any, clip: float) -> float:
+    if tol is None:
+        return 1e-6 * clip
+    t = float(tol)
+    if not (math.isfinite(t) and t >= 0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    return t
+
+
+def _unique_rows(x: np.ndarray) -> np.ndarray:
+    return np.unique(x, axis=0)
+
+
+def _count_clusters(points: np.ndarray, tol: float, k: int = 16) -> int:
+    """Connected components of the graph linking distinct points at distance ``<= tol``.
+
+    ``points`` must be duplicate-free: merged critic particles coincide exactly (MODEL.md
+    section 4.3), and deduplicating first keeps a collapsed critic from costing anything.
+
+    Listing every close pair (``cKDTree.query_pairs``) would cost memory quadratic in the
+    size of a clump of distinct points narrower than ``tol`` (1e5 such points in 3-D have
+    about 8e8 close pairs), so the graph is searched with bounded memory instead:
+
+    1. Link every point to its ``k`` nearest neighbours within ``tol``. A point whose
+       ``k``-th neighbour is within ``tol`` is "saturated": it may have more links than
+       were listed. Every link with an unsaturated end is listed, so a link of the full
+       graph can be missing only between two saturated points.
+    2. Group the saturated points by the component found so far; two groups are merged
+       when their closest pair is within ``tol`` (one k-d tree query per point of the
+       smaller group; groups whose bounding boxes are more than ``tol`` apart are skipped).
+       In a dense clump the nearest-neighbour graph is already nearly connected, so there
+       are few groups and this step is cheap.
+    """
+    n = points.shape[0]
+    if n <= 1 or tol == 0:
+        return n
+    centre = points.mean(axis=0)
+    if 2.0 * np.sqrt(np.max(np.sum((points - centre) ** 2, axis=1))) <= tol:
+        # Diameter <= tol: every pair is linked. Catches a critic that has all but
+        # collapsed without any neighbour search.
+        return 1
+    k = min(k, n - 1)
+    tree = cKDTree(points)
+    dist, idx = tree.query(points, k=k + 1, distance_upper_bound=np.nextafter(tol, np.inf))
+    close = dist <= tol
+    rows = np.broadcast_to(np.arange(n)[:, None], idx.shape)
+    n_comp, labels = connected_components(
+        coo_matrix((np.ones(int(close.sum()), dtype=np.int8), (rows[close], idx[close])),
+                   shape=(n, n)),
+        directed=False,
+    )
+    saturated = np.flatnonzero(close[:, k])
+    if saturated.size == 0:
+        return int(n_comp)
+
+    group_labels, group_of = np.unique(labels[saturated], return_inverse=True)
+    n_groups = group_labels.size
+    if n_groups == 1:
+        return int(n_comp)
+    order = np.argsort(group_of, kind="stable")
+    sat_sorted = saturated[order]
+    starts = np.searchsorted(group_of[order], np.arange(n_groups + 1))
+    members = [sat_sorted[starts[g] : starts[g + 1]] for g in range(n_groups)]
+    lo = np.stack([points[m].min(axis=0) for m in members])
+    hi = np.stack([points[m].max(axis=0) for m in members])
+
+    parent = np.arange(n_groups)
+
+    def find(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    trees: dict[int, cKDTree] = {}
+    bound = np.nextafter(tol, np.inf)
+    merges = 0
+    for ga in range(n_groups - 1):
+        # Bounding boxes more than tol apart along some axis cannot hold a close pair.
+        near = np.all((lo[ga + 1 :] - tol <= hi[ga]) & (lo[ga] - tol <= hi[ga + 1 :]), axis=1)
+        for gb in ga + 1 + np.flatnonzero(near):
+            ra, rb = find(ga), find(int(gb))
+            if ra == rb:
+                continue
+            small, big = (ga, int(gb)) if len(members[ga]) <= len(members[gb]) else (int(gb), ga)
+            if big not in trees:
+                trees[big] = cKDTree(points[members[big]])
+            d, _ = trees[big].query(points[members[small]], k=1, distance_upper_bound=bound)
+            if np.any(d <= tol):
+                parent[ra] = rb
+                merges += 1
+    return int(n_comp - merges)
+
+
+def _effective_dimension(x: np.ndarray, rtol: float) -> int:
+    if x.shape[0] < 2:
+        return 0
+    centred = x - x.mean(axis=0)
+    cov = centred.T @ centred / x.shape[0]
+    eig = np.linalg.eigvalsh(cov)
+    top = eig[-1]
+    if top <= 0:
+        return 0
+    return int(np.count_nonzero(eig > rtol * top))
+
+
+def coagulation(
+    omega: Any,
+    clip: float,
+    tol: float | None = None,
+    *,
+    atol: float | None = None,
+    rank_rtol: float = 1e-8,
+) -> dict[str, Any]:
+    """How much of the critic measure sits on ``boundary(Q)`` and how collapsed it is.
+
+    Parameters
+    ----------
+    omega : array_like, shape (M, K+2)
+        Critic particles, clipped into ``Q = [-clip, clip]^{K+2}``.
+    clip : float
+        Half-width of the clipping box, ``> 0``.
+    tol : float, optional
+        Linking distance for ``"n_clusters"``: particles at Euclidean distance ``<= tol``
+        belong to the same cluster (and clusters are closed under chaining). Default
+        ``1e-6 * clip``; ``0`` counts exactly coincident particles only.
+    atol : float, optional
+        A coordinate is on the boundary when ``|omega_l| >= clip - atol``. Default
+        ``1e-12 * clip``: clipping puts particles exactly on the box, so equality is the
+        usual case and the tolerance only absorbs rounding.
+    rank_rtol : float, optional
+        Relative eigenvalue threshold of ``"effective_dimension"``.
+
+    Returns
+    -------
+    dict
+        ``"boundary_fraction"`` (float): fraction of particles with at least one coordinate
+        on the boundary. ``"corner_fraction"`` (float): fraction with every coordinate on
+        the boundary (at a corner of ``Q``). ``"face_fractions"`` (ndarray ``(K+2, 2)``):
+        per coordinate, the fraction at ``-clip`` (column 0) and at ``+clip`` (column 1).
+        ``"n_distinct"`` (int): number of exactly distinct particle positions.
+        ``"n_clusters"`` (int): connected components at linking distance ``tol``.
+        ``"spread"`` (float): ``sqrt(mean_j |omega_j - mean|^2)``. ``"dirac_distance"``
+        (float): ``W_2`` from ``nu_M`` to the nearest single Dirac; the nearest Dirac sits at
+        the mean, so this equals ``"spread"`` (kept under both names for readability).
+        ``"effective_dimension"`` (int): rank of the covariance (eigenvalues above
+        ``rank_rtol`` times the largest), 0 for a single point. ``"tol"``, ``"clip"``,
+        ``"n_particles"``: the inputs used.
+
+    Raises
+    ------
+    ValueError
+        If ``omega`` is not a finite non-empty 2-D array, ``clip <= 0`` or ``tol < 0``.
+
+    Notes
+    -----
+    Cost is ``O(M log M)``: rows are deduplicated with :func:`numpy.unique` and close pairs
+    found with :class:`scipy.spatial.cKDTree`, so ``M = 1e5`` takes well under a second.
+    """
+    c = _check_clip(clip)
+    x = _check_omega(omega)
+    t = _resolve_tol(tol, c)
+    a_tol = 1e-12 * c if atol is None else float(atol)
+    if not (math.isfinite(a_tol) and a_tol >= 0):
+        raise ValueError(f"atol must be a finite number >= 0, got {atol!r}")
+    return _coagulation(x, c, t, a_tol, rank_rtol)
+
+
+def _coagulation(x: np.ndarray, c: float, t: float, a_tol: float, rank_rtol: float) -> dict:
+    lower = x <= -c + a_tol
+    upper = x >= c - a_tol
+    on_face = lower | upper
+    unique = _unique_rows(x)
+    spread = float(math.sqrt(np.mean(np.sum((x - x.mean(axis=0)) ** 2, axis=1))))
+    return {
+        "boundary_fraction": float(np.mean(np.any(on_face, axis=1))),
+        "corner_fraction": float(np.mean(np.all(on_face, axis=1))),
+        "face_fractions": np.stack([lower.mean(axis=0), upper.mean(axis=0)], axis=1),
+        "n_distinct": int(unique.shape[0]),
+        "n_clusters": _count_clusters(unique, t),
+        "spread": spread,
+        "dirac_distance": spread,
+        "effective_dimension": _effective_dimension(x, rank_rtol),
+        "tol": t,
+        "clip": c,
+        "n_particles": int(x.shape[0]),
+    }
+
+
+def _check_series(times: Any, omegas: Any) -> tuple[np.ndarray, Sequence[Any]]:
+    ts = np.asarray(times, dtype=np.float64)
+    if ts.ndim != 1 or ts.size == 0:
+        raise ValueError(f"times must be a non-empty 1-D array, got shape {ts.shape}")
+    if not np.all(np.isfinite(ts)):
+        raise ValueError("times contains non-finite values")
+    if len(omegas) != ts.size:
+        raise ValueError(
+            f"omegas must hold one critic array per time: {len(omegas)} arrays for "
+            f"{ts.size} times"
+        )
+    return ts, omegas
+
+
+def _single_point(omega: Any, tol: float, name: str) -> bool:
+    unique = _unique_rows(_check_omega(omega, name))
+    return unique.shape[0] == 1 or _count_clusters(unique, tol) == 1
+
+
+def coagulation_time(
+    times: Any, omegas: Any, clip: float, tol: float | None = None
+) -> float | None:
+    """First recorded time at which the critic measure is a single point.
+
+    Parameters
+    ----------
+    times : array_like, shape (T,)
+        Recording times, in the order of ``omegas``.
+    omegas : array_like, shape (T, M, K+2), or a sequence of T arrays (M, K+2)
+        Critic particles at each time.
+    clip : float
+        Half-width of the clipping box, ``> 0`` (sets the default ``tol``).
+    tol : float, optional
+        Linking distance as in :func:`coagulation` (default ``1e-6 * clip``). With ``0`` the
+        critic is a single point only when all particles coincide exactly.
+
+    Returns
+    -------
+    float or None
+        ``times[k]`` for the first ``k`` with one cluster, or ``None`` if there is none.
+
+    Raises
+    ------
+    ValueError
+        On mismatched lengths, a bad ``omega`` array, ``clip <= 0`` or ``tol < 0``.
+    """
+    c = _check_clip(clip)
+    t = _resolve_tol(tol, c)
+    ts, oms = _check_series(times, omegas)
+    for k in range(ts.size):
+        if _single_point(oms[k], t, f"omegas[{k}]"):
+            return float(ts[k])
+    return None
+
+
+def coagulation_series(
+    times: Any, omegas: Any, clip: float, tol: float | None = None
+) -> dict[str, Any]:
+    """:func:`coagulation` over a recorded trajectory, as lists ready for JSON.
+
+    Parameters
+    ----------
+    times : array_like, shape (T,)
+        Recording times.
+    omegas : array_like, shape (T, M, K+2), or a sequence of T arrays (M, K+2)
+        Critic particles at each time.
+    clip : float
+        Half-width of the clipping box, ``> 0``.
+    tol : float, optional
+        Linking distance as in :func:`coagulation` (default ``1e-6 * clip``).
+
+    Returns
+    -------
+    dict
+        ``"times"``, ``"n_distinct"``, ``"n_clusters"``, ``"boundary_fraction"``,
+        ``"corner_fraction"``, ``"spread"``, ``"effective_dimension"``: lists of length T;
+        ``"t0"``: the first time with a single cluster (as :func:`coagulation_time`) or
+        ``None``; ``"tol"``, ``"clip"``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`coagulation_time`.
+    """
+    c = _check_clip(clip)
+    t = _resolve_tol(tol, c)
+    ts, oms = _check_series(times, omegas)
+    keys = ("n_distinct", "n_clusters", "boundary_fraction", "corner_fraction", "spread",
+            "effective_dimension")
+    out: dict[str, Any] = {"times": [float(v) for v in ts], **{k: [] for k in keys}}
+    t0 = None
+    for k in range(ts.size):
+        diag = _coagulation(_check_omega(oms[k], f"omegas[{k}]"), c, t, 1e-12 * c, 1e-8)
+        for key in keys:
+            out[key].append(diag[key])
+        if t0 is None and diag["n_clusters"] == 1:
+            t0 = float(ts[k])
+    out["t0"] = t0
+    out["tol"] = t
+    out["clip"] = c
+    return out
