@@ -15,7 +15,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import metrics  # noqa: F401  (mfg.metrics.w2_squared, ...)
+from . import fitting, metrics  # noqa: F401  (mfg.metrics.w2_squared, ...)
+from .config import RunConfig, load_config
 from .core import energy, project_velocity, velocity
 from .laws import (
     DiracMixture,
@@ -32,15 +33,16 @@ from .schemes import SGD, ProjectedEuler, ProjectedHeun, RMSProp, wgan_scales
 from .simulate import NonFiniteError, Trajectory, simulate
 
 
-def load(path):
+def load(path, **kwargs):
     """Read a run written by ``meanfield-gan run`` (see :func:`meanfield_gan.h5md.load`)."""
     from .h5md import load as _load
 
-    return _load(path)
+    return _load(path, **kwargs)
 
 
 __all__ = [
-    "__version__", "velocity", "project_velocity", "energy", "metrics", "load",
+    "__version__", "velocity", "project_velocity", "energy", "metrics", "fitting", "load",
+    "load_config", "RunConfig",
     "Problem", "State", "initial_state", "simulate", "Trajectory", "NonFiniteError",
     "SGD", "RMSProp", "ProjectedEuler", "ProjectedHeun", "wgan_scales",
     "GaussianMixture", "DiracMixture", "EmpiricalData", "StandardNormal", "StandardLogistic",

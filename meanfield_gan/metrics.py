@@ -15,6 +15,7 @@ and whether it has collapsed to a few points; they scale to ``M = 1e5`` critic p
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import Any, Sequence
 
@@ -45,8 +46,11 @@ def _pot():
     """Import POT on first use.
 
     ``import ot`` pulls in every array backend it finds (torch, jax, ...), which can take
-    seconds; the coagulation diagnostics and ``import meanfield_gan`` do not need it.
+    seconds; the coagulation diagnostics and ``import meanfield_gan`` do not need it.  We pass
+    NumPy arrays only, so POT's torch/jax backends are disabled unless the user chose otherwise.
     """
+    for backend in ("PYTORCH", "JAX", "TENSORFLOW", "CUPY"):
+        os.environ.setdefault(f"POT_BACKEND_DISABLE_{backend}", "1")
     import ot
 
     return ot

@@ -155,10 +155,16 @@ class Problem:
 
     def quadrature(self, n_latent: int | None = None, n_target: int | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Quadrature ``(z, z_weights, x, x_weights)`` for the exact expectations."""
-        z, zw = self.latent.quadrature(n_latent or self.quadrature_size)
-        x, xw = self.target.quadrature(n_target or self.quadrature_size)
-        return z, zw, x, xw
+        """Quadrature ``(z, z_weights, x, x_weights)`` for the exact expectations (fresh copies)."""
+        # Cached: a Gauss-Hermite rule costs an eigenvalue problem, and drivers that advance a
+        # run in several simulate() calls ask for the same rule each time.
+        key = (n_latent or self.quadrature_size, n_target or self.quadrature_size)
+        cache = self.__dict__.setdefault("_quadrature_cache", {})
+        if key not in cache:
+            z, zw = self.latent.quadrature(key[0])
+            x, xw = self.target.quadrature(key[1])
+            cache[key] = (z, zw, x, xw)
+        return tuple(a.copy() for a in cache[key])
 
 
 @dataclass
