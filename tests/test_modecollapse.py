@@ -1,0 +1,111 @@
+"""Mode collapse / mode hopping on a bimodal Gaussian target (meanfield_gan.studies.modecollapse)."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+import meanfield_gan as mfg
+from meanfield_gan import metrics
+from meanfield_gan._reference import generator_output
+from meanfield_gan.studies.modecollapse import (
+    mode_collapse_problem,
+    plot_frame,
+    run_mode_collapse,
+    simulate_mode_collapse,
+)
+
+SMALL = dict(N=32, M=32, t_end=40.0, record=40, n_samples=2000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return simulate_mode_collapse(**SMALL)
+
+
+def test_problem_is_the_bimodal_target_with_validated_inputs():
+    p = mode_collapse_problem((-2.0, 2.0), 0.3, clip=0.5)
+    assert (p.K, p.L, p.clip) == (1, 1, 0.5)
+    np.testing.assert_array_equal(p.target.means[:, 0], [-2.0, 2.0])
+    for bad in ({"modes": (1.0,)}, {"modes": (1.0, 1.0)}, {"modes": (0.0, np.nan)}):
+        with pytest.raises(ValueError, match="modes"):
+            mode_collapse_problem(**bad)
+    with pytest.raises(ValueError, match="scale"):
+        mode_collapse_problem(scale=0.0)
+    with pytest.raises(ValueError, match="generator_scale"):
+        mode_collapse_problem(generator_scale=-1.0)
+
+
+def test_measurements_match_their_definitions(small):
+    r = small
+    T = SMALL["record"] + 1
+    assert r.samples.shape == (T, 2000) and r.mass_near.shape == (T, 2) and r.w1.shape == (T,)
+    # The generated law is observed through one fixed set of latent samples.
+    z = mfg.StandardNormal(1).sample(np.random.default_rng(np.random.SeedSequence([0, 1])), 2000)
+    for k in (0, T // 2, T - 1):
+        g = generator_output(r.theta[k], z)[:, 0]
+        np.testing.assert_array_equal(r.samples[k], g)
+        np.testing.assert_array_equal(r.mass_near[k], [np.mean(np.abs(g + 1) < 0.5),
+                                                       np.mean(np.abs(g - 1) < 0.5)])
+        xq, xw = mode_collapse_problem().target.quadrature(256)
+        assert r.w1[k] == pytest.approx(metrics.w1_1d(g, xq[:, 0], None, xw), rel=1e-12)
+    np.testing.assert_allclose(r.nearest_fraction.sum(axis=1), 1.0)
+    # Target reference values: about 0.494 of its mass within 0.5 of each mode.
+    np.testing.assert_allclose(r.summary["target_mass_near"], 0.4938, atol=1e-3)
+
+
+def test_generated_law_hops_between_the_modes_and_never_covers_both(small):
+    s = small.summary
+    assert s["covered_fraction"] == 0.0          # never >= 1/4 of the mass near both modes
+    assert s["modes_visited"] == 2 and s["mode_switches"] >= 1
+    assert min(s["max_mass_near_per_mode"]) > 0.7  # each mode in turn gets most of the mass
+    assert s["max_generated_std"] < 0.2           # a narrow bump, narrower than one mode
+    assert s["w1_min"] > 0.8                      # never close to the target (W1 of a Dirac ~1.08)
+    assert s["w1_dirac_at_mode"][0] == pytest.approx(1.08, abs=0.01)
+
+
+def test_sgd_shows_the_same_mode_hopping():
+    r = simulate_mode_collapse(**{**SMALL, "t_end": 70.0, "record": 70},
+                               scheme=mfg.SGD(lr=1.0, batch_size=8))
+    assert r.settings["scheme"] == "SGD"
+    assert r.summary["covered_fraction"] == 0.0 and r.summary["modes_visited"] == 2
+
+
+def test_run_writes_json_h5_png_and_gif(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "mc"
+    r = run_mode_collapse(out, N=16, M=16, t_end=6.0, record=5, n_samples=500)
+    assert set(r.paths) == {"json", "h5", "png", "gif"}
+    doc = json.loads((out / "mode_collapse.json").read_text())
+    for key in ("times", "mass_near", "w1", "collapsed_fraction", "mode_switches", "settings"):
+        assert key in doc
+    assert len(doc["times"]) == 6 and np.shape(doc["mass_near"]) == (6, 2)
+    with h5py.File(out / "mode_collapse.h5", "r") as f:
+        assert f["samples"].shape == (6, 500) and f["theta"].shape == (6, 16, 1, 3)
+        np.testing.assert_array_equal(f["w1"][()], r.w1)
+    with Image.open(out / "mode_collapse.gif") as im:
+        assert im.n_frames == 6
+    assert (out / "mode_collapse.png").read_bytes()[:4] == b"\x89PNG"
+    frame = plot_frame(r, -1, tmp_path / "frame.png")
+    assert frame.stat().st_size > 0
+
+
+def test_bad_inputs_raise_before_writing(tmp_path):
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    with pytest.raises(ValueError, match="outdir"):
+        run_mode_collapse(taken, N=8, M=8, t_end=1.0, record=1)
+    assert taken.read_text() == "x"
+    out = tmp_path / "never"
+    for kw, name in (({"record": 0}, "record"), ({"n_samples": 1}, "n_samples"),
+                     ({"t_end": -1.0}, "t_end"), ({"modes": [0.5]}, "modes"),
+                     ({"radius": 0.0}, "radius"), ({"N": 0}, "N")):
+        with pytest.raises(ValueError, match=name):
+            run_mode_collapse(out, **{"t_end": 1.0, "record": 1, **kw})
+    assert not out.exists()
+    r = simulate_mode_collapse(N=4, M=4, t_end=1.0, record=2, n_samples=10)
+    with pytest.raises(ValueError, match="k"):
+        plot_frame(r, 3, tmp_path / "f.png")
