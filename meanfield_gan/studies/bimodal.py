@@ -355,17 +355,17 @@ def plot_bimodal(study: BimodalStudy, path: str | os.PathLike) -> Path:
     Path
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     cfg = study.config
     grid = study.grid
     n_maps = 2 if grid is not None else 0
-    fig = plt.figure(figsize=(4.0 * n_maps + 4.0, 4.2), dpi=100)
+    # A Figure on an Agg canvas, not pyplot: no global backend switch, nothing left open.
+    fig = Figure(figsize=(4.0 * n_maps + 4.0, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
     gs = fig.add_gridspec(1, n_maps + 1, width_ratios=[1.0] * n_maps + [0.9], wspace=0.3)
     cmap = ListedColormap(_COLORS)
     norm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5], cmap.N)
@@ -409,7 +409,6 @@ def plot_bimodal(study: BimodalStudy, path: str | os.PathLike) -> Path:
         f"bimodal GAN, mu* = ({m1:g}, {m2:g}), eta = {cfg.lr:g}, {cfg.steps} steps", fontsize=10, y=1.02
     )
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return Path(path)
 
 

@@ -776,13 +776,14 @@ def plot_toy(study: ToyStudy, path: str | os.PathLike) -> Path:
     Path
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     n = min(2, len(study.runs))
-    fig = plt.figure(figsize=(4.6 * n + 3.4, 4.4), dpi=100)
+    # A Figure on an Agg canvas, not pyplot: no global backend switch (a notebook's inline
+    # plots keep working) and nothing left open.
+    fig = Figure(figsize=(4.6 * n + 3.4, 4.4), dpi=100)
+    FigureCanvasAgg(fig)
     gs = fig.add_gridspec(1, n + 1, width_ratios=[1.0] * n + [0.7], wspace=0.28)
     for i in range(n):
         run, trajs = study.runs[i], study.trajectories[i]
@@ -828,7 +829,6 @@ def plot_toy(study: ToyStudy, path: str | os.PathLike) -> Path:
     ax.set_ylabel("omega (unbounded)")
     ax.legend(fontsize=6, loc="lower left")
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return Path(path)
 
 
