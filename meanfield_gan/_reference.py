@@ -26,16 +26,34 @@ def generator_output(theta: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.mean(a[:, None, :] * sigmoid(u), axis=0)
 
 
+def _preact(p: np.ndarray, beta: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """``u[b, j] = beta_j . p_b + gamma_j``, shape ``(B, M)``.
+
+    Written as elementwise products summed over ``k`` (not a BLAS product, whose kernels treat
+    edge columns with other code), so every critic particle ``j`` gets the same arithmetic:
+    coincident particles get bitwise-equal values (MODEL.md section 4.3).
+    """
+    u = np.repeat(gamma[None, :], len(p), axis=0)
+    for k in range(beta.shape[1]):
+        u += p[:, k, None] * beta[None, :, k]
+    return u
+
+
+def _wsum(w: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``sum_b w_b a[b, ...]`` as an axis-0 reduction: the same order for every column."""
+    return np.sum(w.reshape((-1,) + (1,) * (a.ndim - 1)) * a, axis=0)
+
+
 def critic_output(omega: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``f_nu(x_b) = (1/M) sum_j alpha_j s(beta_j . x_b + gamma_j)``, shape ``(B,)``."""
     alpha, beta, gamma = _split_omega(omega)
-    return np.mean(alpha * sigmoid(x @ beta.T + gamma), axis=1)
+    return np.mean(alpha * sigmoid(_preact(x, beta, gamma)), axis=1)
 
 
 def critic_gradient(omega: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``grad_x f_nu(x_b) = (1/M) sum_j alpha_j s'(u_bj) beta_j``, shape ``(B, K)``."""
     alpha, beta, gamma = _split_omega(omega)
-    s = sigmoid(x @ beta.T + gamma)
+    s = sigmoid(_preact(x, beta, gamma))
     return (alpha * s * (1.0 - s)) @ beta / omega.shape[0]
 
 
@@ -53,13 +71,14 @@ def critic_velocity(omega, g, zw, x, xw) -> np.ndarray:
     out = np.empty_like(omega)
     K = omega.shape[1] - 2
     # d/dalpha = s(u); d/dbeta = alpha s'(u) x; d/dgamma = alpha s'(u): E at g(Z) minus E at X.
-    sg = sigmoid(g @ beta.T + gamma)  # (Bz, M)
-    sx = sigmoid(x @ beta.T + gamma)  # (Bx, M)
+    sg = sigmoid(_preact(g, beta, gamma))  # (Bz, M)
+    sx = sigmoid(_preact(x, beta, gamma))  # (Bx, M)
     dg = sg * (1.0 - sg)
     dx = sx * (1.0 - sx)
-    out[:, 0] = zw @ sg - xw @ sx
-    out[:, 1:K + 1] = alpha[:, None] * ((zw[:, None] * dg).T @ g - (xw[:, None] * dx).T @ x)
-    out[:, K + 1] = alpha * (zw @ dg - xw @ dx)
+    out[:, 0] = _wsum(zw, sg) - _wsum(xw, sx)
+    out[:, 1:K + 1] = alpha[:, None] * (_wsum(zw, dg[:, :, None] * g[:, None, :])
+                                        - _wsum(xw, dx[:, :, None] * x[:, None, :]))
+    out[:, K + 1] = alpha * (_wsum(zw, dg) - _wsum(xw, dx))
     return out
 
 
