@@ -71,7 +71,9 @@ def gauss_hermite(n_per_dim: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """
     if n_per_dim < 1 or dim < 1:
         raise ValueError("gauss_hermite: n_per_dim and dim must be >= 1")
-    x, w = np.polynomial.hermite_e.hermegauss(n_per_dim)
+    # scipy's roots_hermitenorm switches to asymptotic formulas for large n (numpy's hermegauss
+    # overflows to NaN weights from about 400 nodes).
+    x, w = special.roots_hermitenorm(n_per_dim)
     w = w / math.sqrt(2.0 * math.pi)
     grids = np.meshgrid(*([x] * dim), indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], axis=1)

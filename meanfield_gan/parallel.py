@@ -6,7 +6,9 @@ through an executor so the same code runs serially, on local processes, or on a 
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Sequence
 
@@ -15,15 +17,17 @@ __all__ = ["map_tasks", "executor_from_scheduler"]
 
 def _init_worker(threads: int) -> None:
     # Cap numba/BLAS threads in each worker so workers x threads does not oversubscribe cores.
-    os.environ["NUMBA_NUM_THREADS"] = str(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
-    os.environ["MKL_NUM_THREADS"] = str(threads)
+    # Workers are spawned (fresh interpreters), so numba is normally not imported yet and the
+    # environment decides; if it is, its pool size is fixed and set_num_threads caps the use.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "numba" not in sys.modules:
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)
     try:
         import numba
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except Exception:  # pragma: no cover - numba missing or already initialised
+    except Exception:  # pragma: no cover - numba missing
         pass
 
 
@@ -116,6 +120,9 @@ def map_tasks(
         ex = (
             ProcessPoolExecutor(
                 max_workers=max_workers or os.cpu_count() or 1,
+                # spawn, not fork: forking a process whose numba thread pool (OpenMP or
+                # workqueue) has started is unsafe, and fresh workers can size their own pool.
+                mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
                 initargs=(threads_per_worker,),
             )
