@@ -57,7 +57,7 @@ def executor_from_scheduler(address: str) -> Executor:
     except ImportError as exc:  # pragma: no cover
         raise ValueError("scheduler: dask[distributed] is not installed") from exc
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address)
     except OSError as exc:
         raise ValueError(f"scheduler: cannot reach a Dask scheduler at {address!r} ({exc})") from None
     return _ClientExecutor(client)
