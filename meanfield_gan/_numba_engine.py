@@ -60,7 +60,7 @@ if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numpy as np  # noqa: E402
-from numba import get_num_threads, njit, prange  # noqa: E402
+from numba import njit, prange  # noqa: E402
 
 from . import _scalar
 
@@ -941,7 +941,10 @@ class Workspace:
         cg, cc = n_chunks(N, self.soa), n_chunks(M, self.soa)
         if parallel is None:
             work = 2 * N * K * Bz + M * (Bz + Bx)  # sigmoids per velocity evaluation
-            parallel = get_num_threads() > 1 and work >= PARALLEL_MIN_WORK
+            # Decided by the size alone, never by the thread count: the serial and parallel
+            # kernels may differ in the last bit, and a study must give the same numbers in a
+            # 1-thread worker as in a 2-thread parent.
+            parallel = work >= PARALLEL_MIN_WORK
         self.par = bool(parallel)
         ng, nc = _chunk_len(N, self.soa), _chunk_len(M, self.soa)
         self.gT = np.empty((K, Bz))

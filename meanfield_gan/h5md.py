@@ -132,16 +132,14 @@ def _attach(ds: h5py.Dataset, *scales: h5py.Dataset) -> None:
         ds.dims[axis].attach_scale(s)
 
 
-def _time_chunk(row_bytes: int) -> int:
-    return int(max(1, min(1024, _CHUNK_BYTES // max(1, row_bytes))))
-
-
 def _create_element(parent: h5py.Group, name: str, row_shape: tuple[int, ...],
                     row_scales: Iterable[h5py.Dataset]) -> h5py.Group:
     """An empty H5MD time-dependent data element ``name/{step, time, value}``."""
     g = parent.create_group(name)
     row_bytes = 8 * int(np.prod(row_shape, dtype=np.int64))
-    ct = _time_chunk(row_bytes)
+    # One record per chunk along time: an append then never rewrites the (compressed) chunk of
+    # an earlier record, so a run killed mid-append keeps every earlier record intact.
+    ct = 1
     chunk_rows = row_shape
     if row_bytes > _CHUNK_BYTES * 64 and row_shape:  # huge rows: split along particles too
         chunk_rows = (max(1, (_CHUNK_BYTES * 64) // (row_bytes // row_shape[0])),) + row_shape[1:]
@@ -311,8 +309,9 @@ class H5MDWriter:
             t = g.create_dataset("time", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
             t.make_scale("time")
             s = g.create_dataset("step", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
-            v = g.create_dataset("value", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,),
-                                 **_COMPRESSION)
+            # Uncompressed: an append writes its element in place instead of re-compressing
+            # (and relocating) a chunk that holds earlier values (kill safety).
+            v = g.create_dataset("value", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
             _attach(s, t)
             _attach(v, t)
         _append(obs[name], step, time, float(value))
