@@ -32,14 +32,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-try:  # Python >= 3.11
-    import tomllib as _toml
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli backport
-    try:
-        import tomli as _toml  # type: ignore[no-redef]
-    except ModuleNotFoundError as exc:
-        raise ImportError("reading TOML configurations on Python 3.10 needs the 'tomli' package "
-                          "(pip install tomli)") from exc
+import tomllib as _toml  # the package requires Python >= 3.11
 
 __all__ = [
     "ConfigError",

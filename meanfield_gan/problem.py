@@ -1,7 +1,6 @@
 """Problems, particle states and the input validation shared by every engine."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +22,9 @@ __all__ = ["Problem", "State", "initial_state", "check_particles", "check_nodes"
 
 def check_clip(clip: float) -> float:
     """Validate the half-width of the clipping box ``Q = [-clip, clip]^{K+2}``."""
-    try:
-        c = float(clip)
-    except (TypeError, ValueError):
-        raise ValueError(f"clip must be a positive number, got {clip!r}") from None
-    if not math.isfinite(c) or c <= 0:
-        raise ValueError(f"clip must be finite and > 0, got {clip!r}")
-    return c
+    from .schemes import _pos  # one validator for every positive parameter
+
+    return _pos("clip", clip)
 
 
 def _check_array(arr: Any, name: str, ndim: int) -> np.ndarray:

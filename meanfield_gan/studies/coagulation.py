@@ -43,10 +43,7 @@ from meanfield_gan import metrics
 from meanfield_gan._util import prepare_outdir, want_progress, write_json
 from meanfield_gan.config import BACKENDS, RunConfig
 
-try:  # Python >= 3.11
-    import tomllib as _toml
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli backport
-    import tomli as _toml  # type: ignore[no-redef]
+import tomllib as _toml  # the package requires Python >= 3.11
 
 __all__ = [
     "DEFAULT_CONFIG",

@@ -52,10 +52,7 @@ from meanfield_gan._util import prepare_outdir, to_jsonable, want_progress, writ
 from meanfield_gan.config import ConfigError, LawConfig, ProblemConfig, dumps_toml
 from meanfield_gan.parallel import executor_from_scheduler, map_tasks
 
-try:  # Python >= 3.11
-    import tomllib as _toml
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli backport
-    import tomli as _toml  # type: ignore[no-redef]
+import tomllib as _toml  # the package requires Python >= 3.11
 
 __all__ = [
     "RateConfig",
