@@ -7,30 +7,28 @@ One velocity evaluation is three passes over the particles, none forming an ``N 
    ``w_b grad f(g(z_b))`` at the same time,
 3. ``V_theta``.
 
-In a time step the updates are fused into passes 2 and 3 (each particle is updated right after
-its velocity is computed: pass 2 reads ``omega_j`` only for particle ``j``, pass 3 reads
-``theta_i`` only for ``i``), with the NaN/Inf check of the new values; a projected Euler or
-SGD step is three compiled loops and no other work.
+In a time step the updates are fused into passes 2 and 3 (each chunk of particles is updated
+right after its velocities are computed: pass 2 reads ``omega_j`` only for particle ``j``,
+pass 3 reads ``theta_i`` only for ``i``), with the NaN/Inf check of the new values; a
+projected Euler or SGD step is three compiled loops and no other work.
 
-Two layouts of the same arithmetic:
-
-* **node layout** (batches of at least :data:`SMALL_BATCH` nodes): particles stay as given,
-  ``(N, K, L+2)`` and ``(M, K+2)``; nodes are passed transposed (``zT (L, B)``, ``xT (K, B)``) and
-  the innermost loops run over nodes, so the sigmoid (the polynomial exponential of
-  :mod:`meanfield_gan._scalar`) vectorises.  Small ``K`` and ``L`` (1, 2) get loops with the
-  dot products written out, so one loop does the pre-activation, sigmoid and accumulations
-  with no buffer traffic.
-* **particle layout** (SGD with a small batch, e.g. 1): particles are transposed once per call
-  of :func:`run_steps` to ``(K, L+2, N)`` and ``(K+2, M)`` and the innermost loops run over
-  particles.
+**Layout.**  :func:`run_steps` copies the state once per call to a particle-major layout,
+``theta`` as ``(K, L+2, Np)`` and ``omega`` as ``(K+2, Mp)``, zero-padded to ``Np``, ``Mp``
+multiples of :data:`PAD` (a padded generator unit has ``a = 0`` and a padded critic unit
+``alpha = 0``, so they add exact zeros to every sum, and no kernel stores or steps them).
+The innermost loops run over particles, eight per AVX-512 vector, and the padding leaves no
+scalar remainder.  Nodes are taken eight at a time (``_*_8`` kernels): one sweep over the
+particles evaluates eight sigmoids per particle, so each particle's parameters and
+accumulators cross the load/store units once per eight nodes and the loop holds eight
+independent dependency chains.  Small ``K`` and ``L`` (1, 2) have their dot products written
+out; other dimensions go through per-chunk buffers.  The sigmoid is the polynomial
+exponential of :mod:`meanfield_gan._scalar`, which vectorises (no SVML here).
 
 Sums over particles (``g`` and ``grad f``) go through per-chunk partials reduced in a fixed
-order; the chunks depend on the particle count (and layout) only, so results do not depend on
-the number of threads, nor on whether a pass runs threaded.  Chunk sizes are multiples of 32
-so the particle-layout loops run whole vector iterations.  Each particle's own velocity is
-computed by one instruction sequence whatever its index (in the particle layout, lane by lane
-with no cross-lane step: SIMD lanes and the scalar tail give the same bits), so coincident
-critic particles stay bitwise equal (MODEL.md section 4.3).
+order; the chunks depend on the (padded) particle count only, so results
+do not depend on the number of threads, nor on whether a pass runs threaded.  Each particle's
+own velocity is computed lane by lane with no cross-lane step, by the same instructions in
+every lane, so coincident critic particles stay bitwise equal (MODEL.md section 4.3).
 
 Threads: passes run as a ``prange`` over chunks when a velocity evaluation has at least
 :data:`PARALLEL_MIN_WORK` sigmoids, serially otherwise (a parallel region costs a few
@@ -75,10 +73,10 @@ _project = _S.project
 
 #: Particles are split into at most this many chunks for per-chunk partial sums.
 MAX_CHUNKS = 32
+#: Particle counts are padded to a multiple of this (the AVX-512 vector of float64).
+PAD = 8
 #: Scheme codes of :func:`run_steps` (VELOCITY: store both velocity fields, no step).
 EULER, HEUN, SGD, SGD_ALT, RMSPROP, VELOCITY = 0, 1, 2, 3, 4, 5
-#: Batches with fewer nodes than this (latent and data) use the particle layout.
-SMALL_BATCH = 8
 #: Steps (velocity evaluations) with fewer sigmoid evaluations than this run on one thread:
 #: measured on 2 cores, SGD with batch 1 at N = M = 1e3 (4e3 sigmoids) is faster serially,
 #: at N = M = 5e3 (2e4) threaded.
@@ -89,55 +87,34 @@ PARALLEL_MIN_WORK = 15_000
 _STORE, _STEP, _RMS = 0, 1, 2
 
 
-def n_chunks(n: int, particle_layout: bool = False) -> int:
-    """Number of particle chunks: fixed by ``n`` (and the layout) so results ignore threads.
+def n_chunks(n: int) -> int:
+    """Number of chunks of ``n`` (padded) particles: fixed by ``n``, so results ignore threads.
 
-    Chunks hold at least 64 particles, 256 in the particle layout, where a chunk's loops are
-    only a few operations per particle and a chunk's fixed costs would show.
+    Chunks of about :data:`CHUNK_SIZE` particles (long sweeps keep the vector units busy: on
+    one core, 64-particle chunks ran 5-10 points below 256-particle ones), at least two when
+    there are two vectors of particles (so two threads share small problems), at most
+    :data:`MAX_CHUNKS`.
     """
-    size = 256 if particle_layout else 64
-    return max(1, min(MAX_CHUNKS, (n + size - 1) // size))
+    return max(min(2, n // PAD), min(MAX_CHUNKS, (n + CHUNK_SIZE - 1) // CHUNK_SIZE), 1)
 
 
-def _chunk_len(n: int, particle_layout: bool = False) -> int:
-    """Largest chunk of :func:`_chunk` (sizes rounded up to CHUNK_ALIGN)."""
-    nch = n_chunks(n, particle_layout)
+def _chunk_len(n: int) -> int:
+    """Largest chunk of :func:`_chunk`."""
+    nch = n_chunks(n)
     size = (n + nch - 1) // nch
-    return min(n, (size + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN)
+    return min(n, (size + PAD - 1) // PAD * PAD)
 
 
-#: Chunk sizes are rounded up to a multiple of this, so that loops over the particles of a
-#: chunk (particle layout) run whole vector iterations (8 lanes, unrolled 4 times) and leave
-#: at most one scalar tail per pass.
-CHUNK_ALIGN = 32
+#: Target chunk size (particles); chunks are multiples of PAD but the last.
+CHUNK_SIZE = 256
 
 
 @njit(inline="always")
 def _chunk(n, nch, ch):
     size = (n + nch - 1) // nch
-    size = (size + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
+    size = (size + PAD - 1) // PAD * PAD
     i0 = min(n, ch * size)
     return i0, min(n, i0 + size)
-
-
-@njit(inline="always")
-def _finite(v):
-    # v - v is 0 for finite v and NaN for NaN/Inf (fastmath here has no nnan/ninf flags).
-    return v - v == 0.0
-
-
-@njit(inline="always")
-def _update(y, v, h, sq, rho, eps, mode, clip, do_clip):
-    """New value of one coordinate ``y`` (and its RMSProp state) for velocity ``v``."""
-    s = sq
-    if mode == _RMS:
-        s = rho * sq + (1.0 - rho) * v * v
-        y = y + h * v / (np.sqrt(s) + eps)
-    else:
-        y = y + h * v
-    if do_clip:
-        y = _clip(y, clip)
-    return y, s
 
 
 @njit(**_OPTS)
@@ -172,348 +149,348 @@ def _apply_row(v, y, sq, mode, h, rho, eps, clip, do_clip):
 
 
 # ======================================================================================
-# node layout: innermost loops over quadrature / batch nodes
+# kernels: innermost loops over particles, theta as (K, L+2, Np), omega as (K+2, Mp)
 # ======================================================================================
 
 
-@njit(**_OPTS)
-def _node_gen_output(ch, nch, theta, zT, gpart, ubuf):
-    """Chunk ``ch`` of pass 1: ``gpart[ch, k, b] = sum_{i in chunk} a_ik s(u_ikb)``."""
-    N, K, L2 = theta.shape
-    L = L2 - 2
-    Bz = zT.shape[1]
-    i0, i1 = _chunk(N, nch, ch)
-    part = gpart[ch]
-    u = ubuf[ch]
-    for k in range(K):
-        for b in range(Bz):
-            part[k, b] = 0.0
-    z0 = zT[0]
-    z1 = zT[min(1, L - 1)]
-    for i in range(i0, i1):
-        for k in range(K):
-            a = theta[i, k, 0]
-            c = theta[i, k, L + 1]
-            pk = part[k]
-            if L == 1:
-                b0 = theta[i, k, 1]
-                for b in range(Bz):
-                    pk[b] += a * sigmoid(c + b0 * z0[b])
-            elif L == 2:
-                b0 = theta[i, k, 1]
-                b1 = theta[i, k, 2]
-                for b in range(Bz):
-                    pk[b] += a * sigmoid(c + b0 * z0[b] + b1 * z1[b])
-            else:
-                for b in range(Bz):
-                    u[b] = c
-                for l in range(L):
-                    bl = theta[i, k, 1 + l]
-                    zl = zT[l]
-                    for b in range(Bz):
-                        u[b] += bl * zl[b]
-                for b in range(Bz):
-                    pk[b] += a * sigmoid(u[b])
+# Blocks of eight nodes: one sweep over the particles evaluates eight nodes' sigmoids, so each
+# particle's parameters and accumulators are loaded (and stored) once per eight nodes, and the
+# loop body holds eight independent dependency chains (one sigmoid is a long chain of
+# multiply-adds whose latency a short loop cannot hide).  Each kernel loops over the blocks
+# itself (one call per chunk: a call per block cost 10 points of efficiency on sweeps of
+# 64-100 particles).  The last block may run past B with zero nodes and weights, which add
+# exact zeros (:func:`_block_nodes` decides).  Measured on one core (critic pass, K = 1,
+# B = 100): one node per sweep 55% of the sigmoid throughput, four 70%, eight 74%; pass 3
+# (L = 2): four 70%, eight 76%.  ``with_h`` and ``minus`` are always literal True/False, so
+# Numba compiles each variant with the other branches pruned (a runtime sign cost 2-5
+# points).  The particle index is unsigned: Numba then emits no negative-index wraparound,
+# whose per-access select made LLVM give up vectorising loops that update four arrays
+# ("unsafe indirect dependence").
 
 
-@njit(**_OPTS)
-def _side1(gamma, b0, p0, w):
-    """``sum_b w s``, ``sum_b w s'``, ``sum_b w s' p0`` for one critic unit, K = 1."""
-    vs = 0.0
-    vd = 0.0
-    v0 = 0.0
-    for b in range(p0.shape[0]):
-        s = sigmoid(gamma + b0 * p0[b])
-        ws = w[b] * s
-        d = ws * (1.0 - s)
-        vs += ws
-        vd += d
-        v0 += d * p0[b]
-    return vs, vd, v0
+@njit(inline="always")
+def _wsd(u, w):
+    """``w s(u)`` and ``w s'(u) = w s (1 - s)``."""
+    s = sigmoid(u)
+    ws = w * s
+    return ws, ws * (1.0 - s)
 
 
-@njit(**_OPTS)
-def _side1h(gamma, b0, p0, w, h0, c0):
-    """:func:`_side1` plus ``h0[b] += c0 w_b s'(u_b)`` (the critic-gradient partial sums)."""
-    vs = 0.0
-    vd = 0.0
-    v0 = 0.0
-    for b in range(p0.shape[0]):
-        s = sigmoid(gamma + b0 * p0[b])
-        ws = w[b] * s
-        d = ws * (1.0 - s)
-        vs += ws
-        vd += d
-        v0 += d * p0[b]
-        h0[b] += c0 * d
-    return vs, vd, v0
+@njit(inline="always")
+def _block_nodes(B, dim):
+    """How many of ``B`` nodes the blocked kernels take (the rest go one at a time).
 
-
-@njit(**_OPTS)
-def _side2(gamma, b0, b1, p0, p1, w):
-    vs = 0.0
-    vd = 0.0
-    v0 = 0.0
-    v1 = 0.0
-    for b in range(p0.shape[0]):
-        s = sigmoid(gamma + b0 * p0[b] + b1 * p1[b])
-        ws = w[b] * s
-        d = ws * (1.0 - s)
-        vs += ws
-        vd += d
-        v0 += d * p0[b]
-        v1 += d * p1[b]
-    return vs, vd, v0, v1
-
-
-@njit(**_OPTS)
-def _side2h(gamma, b0, b1, p0, p1, w, h0, h1, c0, c1):
-    vs = 0.0
-    vd = 0.0
-    v0 = 0.0
-    v1 = 0.0
-    for b in range(p0.shape[0]):
-        s = sigmoid(gamma + b0 * p0[b] + b1 * p1[b])
-        ws = w[b] * s
-        d = ws * (1.0 - s)
-        vs += ws
-        vd += d
-        v0 += d * p0[b]
-        v1 += d * p1[b]
-        h0[b] += c0 * d
-        h1[b] += c1 * d
-    return vs, vd, v0, v1
-
-
-@njit(**_OPTS)
-def _side_any(omega, j, pT, w, u, vb, hp, with_h):
-    """Any K, through a pre-activation buffer ``u``: returns ``(sum w s, sum w s')``.
-
-    ``vb[k] = sum_b w s' p_kb``; with ``with_h``, ``hp[k, b] += alpha beta_k w_b s'``.
+    Whole blocks of eight, plus a padded last block when it would hold four nodes or more
+    (padding costs at most four wasted sigmoids per particle; four single-node sweeps cost
+    about as much).  None when ``dim`` (K or L) is above 2: no unrolled kernel.
     """
-    K = pT.shape[0]
-    B = pT.shape[1]
-    gamma = omega[j, K + 1]
-    for b in range(B):
-        u[b] = gamma
-    for k in range(K):
-        bk = omega[j, 1 + k]
-        pk = pT[k]
-        for b in range(B):
-            u[b] += bk * pk[b]
-    vs = 0.0
-    vd = 0.0
-    for b in range(B):
-        s = sigmoid(u[b])
-        ws = w[b] * s
-        d = ws * (1.0 - s)
-        vs += ws
-        vd += d
-        u[b] = d
-    for k in range(K):
-        pk = pT[k]
-        acc = 0.0
-        for b in range(B):
-            acc += u[b] * pk[b]
-        vb[k] = acc
-    if with_h:
-        alpha = omega[j, 0]
-        for k in range(K):
-            ck = alpha * omega[j, 1 + k]
-            hk = hp[k]
-            for b in range(B):
-                hk[b] += ck * u[b]
-    return vs, vd
+    if dim > 2:
+        return 0
+    r = B % 8
+    return B - r + 8 if r >= 4 else B - r
+
+
+@njit(inline="always")
+def _get8(x, b):
+    """``x[b .. b+7]``, zeros past the end of ``x`` (the padded last block)."""
+    B = x.shape[0]
+    return (x[b] if b < B else 0.0,
+            x[b + 1] if b + 1 < B else 0.0,
+            x[b + 2] if b + 2 < B else 0.0,
+            x[b + 3] if b + 3 < B else 0.0,
+            x[b + 4] if b + 4 < B else 0.0,
+            x[b + 5] if b + 5 < B else 0.0,
+            x[b + 6] if b + 6 < B else 0.0,
+            x[b + 7] if b + 7 < B else 0.0)
+
+
+@njit(inline="always")
+def _put8(x, b, v0, v1, v2, v3, v4, v5, v6, v7):
+    """``x[b + m] = v_m`` for the ``b + m`` inside ``x``."""
+    B = x.shape[0]
+    if b + 0 < B:
+        x[b + 0] = v0
+    if b + 1 < B:
+        x[b + 1] = v1
+    if b + 2 < B:
+        x[b + 2] = v2
+    if b + 3 < B:
+        x[b + 3] = v3
+    if b + 4 < B:
+        x[b + 4] = v4
+    if b + 5 < B:
+        x[b + 5] = v5
+    if b + 6 < B:
+        x[b + 6] = v6
+    if b + 7 < B:
+        x[b + 7] = v7
 
 
 @njit(**_OPTS)
-def _node_critic(ch, nch, omega, gT, zw, xT, xw, vo, hpart, ubuf, vbuf, need_h, need_vo,
-                 mode, hstep, clip, sq, rho, eps, flags):
-    """Chunk ``ch`` of pass 2 (node layout): critic velocities and ``grad f`` partials.
-
-    ``mode`` ``_STORE`` writes ``V_omega`` into ``vo``; ``_STEP``/``_RMS`` update ``omega``
-    (clipped to Q) in place instead, once particle ``j``'s contribution to ``grad f`` is
-    taken, and set ``flags[ch] = 0`` if a new value is not finite.
-    """
-    M, K2 = omega.shape
-    K = K2 - 2
-    j0, j1 = _chunk(M, nch, ch)
-    hp = hpart[ch]
-    u = ubuf[ch, 0]
-    vb = vbuf[ch]
-    if need_h:
-        for k in range(K):
-            for b in range(hp.shape[1]):
-                hp[k, b] = 0.0
-    ok = True
-    g0 = gT[0]
-    g1 = gT[min(1, K - 1)]
-    h0 = hp[0]
-    h1 = hp[min(1, K - 1)]
-    x0 = xT[0]
-    x1 = xT[min(1, K - 1)]
-    for j in range(j0, j1):
-        alpha = omega[j, 0]
-        gamma = omega[j, K + 1]
-        # z side (with the grad f partials) ...
-        if K == 1:
-            b0 = omega[j, 1]
-            if need_h:
-                vs, vd, vb[0] = _side1h(gamma, b0, g0, zw, h0, alpha * b0)
-            else:
-                vs, vd, vb[0] = _side1(gamma, b0, g0, zw)
-        elif K == 2:
-            b0 = omega[j, 1]
-            b1 = omega[j, 2]
-            if need_h:
-                vs, vd, vb[0], vb[1] = _side2h(gamma, b0, b1, g0, g1, zw, h0, h1,
-                                               alpha * b0, alpha * b1)
-            else:
-                vs, vd, vb[0], vb[1] = _side2(gamma, b0, b1, g0, g1, zw)
-        else:
-            vs, vd = _side_any(omega, j, gT, zw, u, vb[:K], hp, need_h)
-        if not need_vo:
-            continue
-        # ... minus the x side.
-        if K == 1:
-            xs, xd, vb[K] = _side1(gamma, omega[j, 1], x0, xw)
-        elif K == 2:
-            xs, xd, vb[K], vb[K + 1] = _side2(gamma, omega[j, 1], omega[j, 2], x0, x1, xw)
-        else:
-            xs, xd = _side_any(omega, j, xT, xw, u, vb[K:], hp, j < 0)  # False, not literal
-        for d in range(K2):
-            if d == 0:
-                v = vs - xs
-            elif d == K + 1:
-                v = alpha * (vd - xd)
-            else:
-                v = alpha * (vb[d - 1] - vb[K + d - 1])
-            if mode == _STORE:
-                vo[j, d] = v
-            else:
-                y, s = _update(omega[j, d], v, hstep, sq[j, d], rho, eps, mode, clip, True)
-                omega[j, d] = y
-                if mode == _RMS:
-                    sq[j, d] = s
-                ok = ok and _finite(y)
-    if not ok:
-        flags[ch] = 0
+def _po1_8(n, a, c, b0, z0, out, nblk):
+    """Pass 1 (L = 1): ``out[b] = sum_i a_i s(c_i + b0_i z_b)`` for ``b < nblk``."""
+    for b in range(0, nblk, 8):
+        q0, q1, q2, q3, q4, q5, q6, q7 = _get8(z0, b)
+        g0 = 0.0
+        g1 = 0.0
+        g2 = 0.0
+        g3 = 0.0
+        g4 = 0.0
+        g5 = 0.0
+        g6 = 0.0
+        g7 = 0.0
+        for i in range(np.uint64(n)):
+            ai = a[i]
+            ci = c[i]
+            bi = b0[i]
+            g0 += ai * sigmoid(ci + bi * q0)
+            g1 += ai * sigmoid(ci + bi * q1)
+            g2 += ai * sigmoid(ci + bi * q2)
+            g3 += ai * sigmoid(ci + bi * q3)
+            g4 += ai * sigmoid(ci + bi * q4)
+            g5 += ai * sigmoid(ci + bi * q5)
+            g6 += ai * sigmoid(ci + bi * q6)
+            g7 += ai * sigmoid(ci + bi * q7)
+        _put8(out, b, g0, g1, g2, g3, g4, g5, g6, g7)
 
 
 @njit(**_OPTS)
-def _node_gen_velocity(ch, nch, theta, zT, whT, vt, ubuf, mode, hstep, sq, rho, eps, flags):
-    """Chunk ``ch`` of pass 3 (node layout): ``V_theta`` given ``whT[k, b] = w_b h_k(z_b)``."""
-    N, K, L2 = theta.shape
-    L = L2 - 2
-    i0, i1 = _chunk(N, nch, ch)
-    u = ubuf[ch]
-    Bz = zT.shape[1]
-    z0 = zT[0]
-    z1 = zT[min(1, L - 1)]
-    ok = True
-    for i in range(i0, i1):
-        for k in range(K):
-            a = theta[i, k, 0]
-            c = theta[i, k, L + 1]
-            wk = whT[k]
-            va = 0.0
-            vc = 0.0
-            if L == 1:
-                b0 = theta[i, k, 1]
-                v0 = 0.0
-                for b in range(Bz):
-                    s = sigmoid(c + b0 * z0[b])
-                    ws = wk[b] * s
-                    d = ws * (1.0 - s)
-                    va += ws
-                    vc += d
-                    v0 += d * z0[b]
-                u[0] = v0
-            elif L == 2:
-                b0 = theta[i, k, 1]
-                b1 = theta[i, k, 2]
-                v0 = 0.0
-                v1 = 0.0
-                for b in range(Bz):
-                    s = sigmoid(c + b0 * z0[b] + b1 * z1[b])
-                    ws = wk[b] * s
-                    d = ws * (1.0 - s)
-                    va += ws
-                    vc += d
-                    v0 += d * z0[b]
-                    v1 += d * z1[b]
-                u[0] = v0
-                u[1] = v1
+def _po2_8(n, a, c, b0, b1, z0, z1, out, nblk):
+    """Pass 1 (L = 2), as :func:`_po1_8`."""
+    for b in range(0, nblk, 8):
+        q0, q1, q2, q3, q4, q5, q6, q7 = _get8(z0, b)
+        r0, r1, r2, r3, r4, r5, r6, r7 = _get8(z1, b)
+        g0 = 0.0
+        g1 = 0.0
+        g2 = 0.0
+        g3 = 0.0
+        g4 = 0.0
+        g5 = 0.0
+        g6 = 0.0
+        g7 = 0.0
+        for i in range(np.uint64(n)):
+            ai = a[i]
+            ci = c[i]
+            bi = b0[i]
+            di = b1[i]
+            g0 += ai * sigmoid(ci + bi * q0 + di * r0)
+            g1 += ai * sigmoid(ci + bi * q1 + di * r1)
+            g2 += ai * sigmoid(ci + bi * q2 + di * r2)
+            g3 += ai * sigmoid(ci + bi * q3 + di * r3)
+            g4 += ai * sigmoid(ci + bi * q4 + di * r4)
+            g5 += ai * sigmoid(ci + bi * q5 + di * r5)
+            g6 += ai * sigmoid(ci + bi * q6 + di * r6)
+            g7 += ai * sigmoid(ci + bi * q7 + di * r7)
+        _put8(out, b, g0, g1, g2, g3, g4, g5, g6, g7)
+
+
+@njit(**_OPTS)
+def _pc1_8(n, gam, alp, b0, p0, w, a0, aK, a1, hp0, nblk, with_h, minus):
+    """The K = 1 critic side for nodes ``b < nblk`` (see :func:`_part_critic_side`).
+
+    ``a0``, ``aK``, ``a1`` gain (``minus``: lose) ``sum_b w s``, ``sum_b w s'`` and
+    ``sum_b w s' p_b``; with ``with_h``, ``hp0[b] = sum_i alpha_i beta_i w_b s'_ib``.
+    ``with_h`` and ``minus`` are literal booleans (each variant compiles alone)."""
+    for b in range(0, nblk, 8):
+        q0, q1, q2, q3, q4, q5, q6, q7 = _get8(p0, b)
+        w0, w1, w2, w3, w4, w5, w6, w7 = _get8(w, b)
+        h0 = 0.0
+        h1 = 0.0
+        h2 = 0.0
+        h3 = 0.0
+        h4 = 0.0
+        h5 = 0.0
+        h6 = 0.0
+        h7 = 0.0
+        for i in range(np.uint64(n)):
+            g = gam[i]
+            bi = b0[i]
+            ws0, d0 = _wsd(g + bi * q0, w0)
+            ws1, d1 = _wsd(g + bi * q1, w1)
+            ws2, d2 = _wsd(g + bi * q2, w2)
+            ws3, d3 = _wsd(g + bi * q3, w3)
+            ws4, d4 = _wsd(g + bi * q4, w4)
+            ws5, d5 = _wsd(g + bi * q5, w5)
+            ws6, d6 = _wsd(g + bi * q6, w6)
+            ws7, d7 = _wsd(g + bi * q7, w7)
+            S = ((ws0 + ws1) + (ws2 + ws3)) + ((ws4 + ws5) + (ws6 + ws7))
+            D = ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+            P = (((d0 * q0 + d1 * q1) + (d2 * q2 + d3 * q3))
+                 + ((d4 * q4 + d5 * q5) + (d6 * q6 + d7 * q7)))
+            if minus:
+                a0[i] -= S
+                aK[i] -= D
+                a1[i] -= P
             else:
-                for b in range(Bz):
-                    u[b] = c
-                for l in range(L):
-                    bl = theta[i, k, 1 + l]
-                    zl = zT[l]
-                    for b in range(Bz):
-                        u[b] += bl * zl[b]
-                for b in range(Bz):
-                    s = sigmoid(u[b])
-                    ws = wk[b] * s
-                    d = ws * (1.0 - s)
-                    va += ws
-                    vc += d
-                    u[b] = d
-                for l in range(L):
-                    zl = zT[l]
-                    acc = 0.0
-                    for b in range(Bz):
-                        acc += u[b] * zl[b]
-                    u[Bz + l] = acc
-                for l in range(L):
-                    u[l] = u[Bz + l]
-            # V_theta is MINUS the expectation (MODEL.md section 2); u[:L] holds the B parts.
-            for d in range(L2):
-                if d == 0:
-                    v = -va
-                elif d == L + 1:
-                    v = -a * vc
-                else:
-                    v = -a * u[d - 1]
-                if mode == _STORE:
-                    vt[i, k, d] = v
-                else:
-                    y, s2 = _update(theta[i, k, d], v, hstep, sq[i, k, d], rho, eps, mode,
-                                    0.0, False)
-                    theta[i, k, d] = y
-                    if mode == _RMS:
-                        sq[i, k, d] = s2
-                    ok = ok and _finite(y)
-    if not ok:
-        flags[ch] = 0
+                a0[i] += S
+                aK[i] += D
+                a1[i] += P
+            if with_h:
+                ab = alp[i] * bi
+                h0 += ab * d0
+                h1 += ab * d1
+                h2 += ab * d2
+                h3 += ab * d3
+                h4 += ab * d4
+                h5 += ab * d5
+                h6 += ab * d6
+                h7 += ab * d7
+        if with_h:
+            _put8(hp0, b, h0, h1, h2, h3, h4, h5, h6, h7)
 
 
-# ======================================================================================
-# particle layout: innermost loops over particles, theta as (K, L+2, N), omega as (K+2, M)
-# ======================================================================================
+@njit(**_OPTS)
+def _pc2_8(n, gam, alp, b0, b1, p0, p1, w, a0, aK, a1, a2, hp, nblk, with_h, minus):
+    """The K = 2 critic side, as :func:`_pc1_8`."""
+    for b in range(0, nblk, 8):
+        q0, q1, q2, q3, q4, q5, q6, q7 = _get8(p0, b)
+        r0, r1, r2, r3, r4, r5, r6, r7 = _get8(p1, b)
+        w0, w1, w2, w3, w4, w5, w6, w7 = _get8(w, b)
+        h0 = 0.0
+        h1 = 0.0
+        h2 = 0.0
+        h3 = 0.0
+        h4 = 0.0
+        h5 = 0.0
+        h6 = 0.0
+        h7 = 0.0
+        k0 = 0.0
+        k1 = 0.0
+        k2 = 0.0
+        k3 = 0.0
+        k4 = 0.0
+        k5 = 0.0
+        k6 = 0.0
+        k7 = 0.0
+        for i in range(np.uint64(n)):
+            g = gam[i]
+            bi = b0[i]
+            ci = b1[i]
+            ws0, d0 = _wsd(g + bi * q0 + ci * r0, w0)
+            ws1, d1 = _wsd(g + bi * q1 + ci * r1, w1)
+            ws2, d2 = _wsd(g + bi * q2 + ci * r2, w2)
+            ws3, d3 = _wsd(g + bi * q3 + ci * r3, w3)
+            ws4, d4 = _wsd(g + bi * q4 + ci * r4, w4)
+            ws5, d5 = _wsd(g + bi * q5 + ci * r5, w5)
+            ws6, d6 = _wsd(g + bi * q6 + ci * r6, w6)
+            ws7, d7 = _wsd(g + bi * q7 + ci * r7, w7)
+            S = ((ws0 + ws1) + (ws2 + ws3)) + ((ws4 + ws5) + (ws6 + ws7))
+            D = ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+            P = (((d0 * q0 + d1 * q1) + (d2 * q2 + d3 * q3))
+                 + ((d4 * q4 + d5 * q5) + (d6 * q6 + d7 * q7)))
+            Q = (((d0 * r0 + d1 * r1) + (d2 * r2 + d3 * r3))
+                 + ((d4 * r4 + d5 * r5) + (d6 * r6 + d7 * r7)))
+            if minus:
+                a0[i] -= S
+                aK[i] -= D
+                a1[i] -= P
+                a2[i] -= Q
+            else:
+                a0[i] += S
+                aK[i] += D
+                a1[i] += P
+                a2[i] += Q
+            if with_h:
+                ab = alp[i] * bi
+                ac = alp[i] * ci
+                h0 += ab * d0
+                h1 += ab * d1
+                h2 += ab * d2
+                h3 += ab * d3
+                h4 += ab * d4
+                h5 += ab * d5
+                h6 += ab * d6
+                h7 += ab * d7
+                k0 += ac * d0
+                k1 += ac * d1
+                k2 += ac * d2
+                k3 += ac * d3
+                k4 += ac * d4
+                k5 += ac * d5
+                k6 += ac * d6
+                k7 += ac * d7
+        if with_h:
+            _put8(hp[0], b, h0, h1, h2, h3, h4, h5, h6, h7)
+            _put8(hp[1], b, k0, k1, k2, k3, k4, k5, k6, k7)
+
+
+@njit(**_OPTS)
+def _pg1_8(n, c, b0, z0, w, va, vc, v0, nblk):
+    """Pass 3 (L = 1) for nodes ``b < nblk``: ``va += sum_b w s``, ``vc += sum_b w s'``,
+    ``v0 += sum_b w s' z_b`` (``w`` = the weighted critic gradient)."""
+    for b in range(0, nblk, 8):
+        q0, q1, q2, q3, q4, q5, q6, q7 = _get8(z0, b)
+        w0, w1, w2, w3, w4, w5, w6, w7 = _get8(w, b)
+        for i in range(np.uint64(n)):
+            ci = c[i]
+            bi = b0[i]
+            ws0, d0 = _wsd(ci + bi * q0, w0)
+            ws1, d1 = _wsd(ci + bi * q1, w1)
+            ws2, d2 = _wsd(ci + bi * q2, w2)
+            ws3, d3 = _wsd(ci + bi * q3, w3)
+            ws4, d4 = _wsd(ci + bi * q4, w4)
+            ws5, d5 = _wsd(ci + bi * q5, w5)
+            ws6, d6 = _wsd(ci + bi * q6, w6)
+            ws7, d7 = _wsd(ci + bi * q7, w7)
+            va[i] += ((ws0 + ws1) + (ws2 + ws3)) + ((ws4 + ws5) + (ws6 + ws7))
+            vc[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+            v0[i] += (((d0 * q0 + d1 * q1) + (d2 * q2 + d3 * q3))
+                      + ((d4 * q4 + d5 * q5) + (d6 * q6 + d7 * q7)))
+
+
+@njit(**_OPTS)
+def _pg2_8(n, c, b0, b1, z0, z1, w, va, vc, v0, v1, nblk):
+    """Pass 3 (L = 2), as :func:`_pg1_8`."""
+    for b in range(0, nblk, 8):
+        q0, q1, q2, q3, q4, q5, q6, q7 = _get8(z0, b)
+        r0, r1, r2, r3, r4, r5, r6, r7 = _get8(z1, b)
+        w0, w1, w2, w3, w4, w5, w6, w7 = _get8(w, b)
+        for i in range(np.uint64(n)):
+            ci = c[i]
+            bi = b0[i]
+            di = b1[i]
+            ws0, d0 = _wsd(ci + bi * q0 + di * r0, w0)
+            ws1, d1 = _wsd(ci + bi * q1 + di * r1, w1)
+            ws2, d2 = _wsd(ci + bi * q2 + di * r2, w2)
+            ws3, d3 = _wsd(ci + bi * q3 + di * r3, w3)
+            ws4, d4 = _wsd(ci + bi * q4 + di * r4, w4)
+            ws5, d5 = _wsd(ci + bi * q5 + di * r5, w5)
+            ws6, d6 = _wsd(ci + bi * q6 + di * r6, w6)
+            ws7, d7 = _wsd(ci + bi * q7 + di * r7, w7)
+            va[i] += ((ws0 + ws1) + (ws2 + ws3)) + ((ws4 + ws5) + (ws6 + ws7))
+            vc[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+            v0[i] += (((d0 * q0 + d1 * q1) + (d2 * q2 + d3 * q3))
+                      + ((d4 * q4 + d5 * q5) + (d6 * q6 + d7 * q7)))
+            v1[i] += (((d0 * r0 + d1 * r1) + (d2 * r2 + d3 * r3))
+                      + ((d4 * r4 + d5 * r5) + (d6 * r6 + d7 * r7)))
 
 
 @njit(**_OPTS)
 def _part_gen_output(ch, nch, th, zT, gpart, ubuf):
-    """Chunk ``ch`` of pass 1 in the particle layout."""
+    """Chunk ``ch`` of pass 1: ``gpart[ch, k, b] = sum_{i in chunk} a_ik s(u_ikb)``."""
     K, L2, N = th.shape
     L = L2 - 2
     i0, i1 = _chunk(N, nch, ch)
     n = i1 - i0
     u = ubuf[ch]
+    B = zT.shape[1]
+    nblk = _block_nodes(B, L)
     for k in range(K):
         a = th[k, 0, i0:i1]
         c = th[k, L + 1, i0:i1]
-        for b in range(zT.shape[1]):
+        b0 = th[k, 1, i0:i1]
+        b1 = th[k, min(2, L), i0:i1]
+        if L == 1:
+            _po1_8(n, a, c, b0, zT[0], gpart[ch, k], nblk)
+        elif L == 2:
+            _po2_8(n, a, c, b0, b1, zT[0], zT[1], gpart[ch, k], nblk)
+        for b in range(min(nblk, B), B):
             acc = 0.0
             if L == 1:
-                b0 = th[k, 1, i0:i1]
                 z0 = zT[0, b]
                 for i in range(n):
                     acc += a[i] * sigmoid(c[i] + b0[i] * z0)
             elif L == 2:
-                b0 = th[k, 1, i0:i1]
-                b1 = th[k, 2, i0:i1]
                 z0 = zT[0, b]
                 z1 = zT[1, b]
                 for i in range(n):
@@ -533,7 +510,7 @@ def _part_gen_output(ch, nch, th, zT, gpart, ubuf):
 
 @njit(**_OPTS)
 def _pc1(n, gam, b0, p0, w, sign, a0, aK, a1):
-    for i in range(n):
+    for i in range(np.uint64(n)):
         s = sigmoid(gam[i] + b0[i] * p0)
         ws = w * s
         d = ws * (1.0 - s)
@@ -545,7 +522,7 @@ def _pc1(n, gam, b0, p0, w, sign, a0, aK, a1):
 @njit(**_OPTS)
 def _pc1h(n, gam, alp, b0, p0, w, sign, a0, aK, a1):
     h0 = 0.0
-    for i in range(n):
+    for i in range(np.uint64(n)):
         s = sigmoid(gam[i] + b0[i] * p0)
         ws = w * s
         d = ws * (1.0 - s)
@@ -558,7 +535,7 @@ def _pc1h(n, gam, alp, b0, p0, w, sign, a0, aK, a1):
 
 @njit(**_OPTS)
 def _pc2(n, gam, b0, b1, p0, p1, w, sign, a0, aK, a1, a2):
-    for i in range(n):
+    for i in range(np.uint64(n)):
         s = sigmoid(gam[i] + b0[i] * p0 + b1[i] * p1)
         ws = w * s
         d = ws * (1.0 - s)
@@ -572,7 +549,7 @@ def _pc2(n, gam, b0, b1, p0, p1, w, sign, a0, aK, a1, a2):
 def _pc2h(n, gam, alp, b0, b1, p0, p1, w, sign, a0, aK, a1, a2):
     h0 = 0.0
     h1 = 0.0
-    for i in range(n):
+    for i in range(np.uint64(n)):
         s = sigmoid(gam[i] + b0[i] * p0 + b1[i] * p1)
         ws = w * s
         d = ws * (1.0 - s)
@@ -587,7 +564,7 @@ def _pc2h(n, gam, alp, b0, b1, p0, p1, w, sign, a0, aK, a1, a2):
 
 @njit(**_OPTS)
 def _pg1(n, c, b0, z0, w, va, vc, v0):
-    for i in range(n):
+    for i in range(np.uint64(n)):
         s = sigmoid(c[i] + b0[i] * z0)
         ws = w * s
         d = ws * (1.0 - s)
@@ -598,7 +575,7 @@ def _pg1(n, c, b0, z0, w, va, vc, v0):
 
 @njit(**_OPTS)
 def _pg2(n, c, b0, b1, z0, z1, w, va, vc, v0, v1):
-    for i in range(n):
+    for i in range(np.uint64(n)):
         s = sigmoid(c[i] + b0[i] * z0 + b1[i] * z1)
         ws = w * s
         d = ws * (1.0 - s)
@@ -624,7 +601,22 @@ def _part_critic_side(om, i0, n, pT, pw, sign, acc, u, dbuf, hp, with_h):
     b1 = om[min(2, K), i0:i0 + n]
     a1 = acc[1]
     a2 = acc[min(2, K)]
-    for b in range(pT.shape[1]):
+    B = pT.shape[1]
+    nblk = _block_nodes(B, K)
+    # (the data side is the only one with sign -1, and it never needs h)
+    if K == 1 and with_h:
+        _pc1_8(n, gam, alp, b0, pT[0], pw, a0, aK, a1, hp[0], nblk, True, False)
+    elif K == 1 and sign > 0:
+        _pc1_8(n, gam, alp, b0, pT[0], pw, a0, aK, a1, hp[0], nblk, False, False)
+    elif K == 1:
+        _pc1_8(n, gam, alp, b0, pT[0], pw, a0, aK, a1, hp[0], nblk, False, True)
+    elif K == 2 and with_h:
+        _pc2_8(n, gam, alp, b0, b1, pT[0], pT[1], pw, a0, aK, a1, a2, hp, nblk, True, False)
+    elif K == 2 and sign > 0:
+        _pc2_8(n, gam, alp, b0, b1, pT[0], pT[1], pw, a0, aK, a1, a2, hp, nblk, False, False)
+    elif K == 2:
+        _pc2_8(n, gam, alp, b0, b1, pT[0], pT[1], pw, a0, aK, a1, a2, hp, nblk, False, True)
+    for b in range(min(nblk, B), B):
         w = pw[b]
         # K = 1, 2: one fused loop (the operations of the buffered version below, in order).
         if K == 1 and with_h:
@@ -669,13 +661,21 @@ def _part_critic_side(om, i0, n, pT, pw, sign, acc, u, dbuf, hp, with_h):
 
 
 @njit(**_OPTS)
-def _part_critic(ch, nch, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, need_vo,
+def _part_critic(ch, nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, need_vo,
                  mode, hstep, clip, sq, rho, eps, flags):
-    """Chunk ``ch`` of pass 2 in the particle layout (see :func:`_node_critic`)."""
+    """Chunk ``ch`` of pass 2: critic velocities and the ``grad f`` partial sums.
+
+    ``hpart[ch, k, b] = sum_{j in chunk} alpha_j beta_jk zw_b s'(u_jb)`` (with ``need_h``).
+    ``mode`` ``_STORE`` writes ``V_omega`` into ``vo``; ``_STEP``/``_RMS`` update ``om`` (clipped
+    to Q) in place instead, once the chunk's ``grad f`` partials are taken, and set
+    ``flags[ch] = 0`` if a new value is not finite.  Only the first ``mreal`` particles are
+    stored or updated (the rest are the zero padding).
+    """
     K2, M = om.shape
     K = K2 - 2
     j0, j1 = _chunk(M, nch, ch)
     n = j1 - j0
+    nr = max(0, min(j1, mreal) - j0)
     acc = accbuf[ch]
     u = ubuf[ch, 0]
     dbuf = ubuf[ch, 1]
@@ -694,23 +694,26 @@ def _part_critic(ch, nch, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, n
     chk = 0.0
     for d in range(K2):
         if mode == _STORE:
-            vo[d, j0:j1] = acc[d, :n]
+            vo[d, j0:j0 + nr] = acc[d, :nr]
         else:
             # (sq is a dummy unless mode is RMSProp: hand _apply_row a valid row instead)
-            sqr = sq[d, j0:j1] if mode == _RMS else acc[d, :n]
-            chk += _apply_row(acc[d, :n], om[d, j0:j1], sqr, mode, hstep, rho, eps, clip, True)
+            sqr = sq[d, j0:j0 + nr] if mode == _RMS else acc[d, :nr]
+            chk += _apply_row(acc[d, :nr], om[d, j0:j0 + nr], sqr, mode, hstep, rho, eps, clip,
+                              True)
     if not chk == 0.0:
         flags[ch] = 0
 
 
 @njit(**_OPTS)
-def _part_gen_velocity(ch, nch, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho, eps,
+def _part_gen_velocity(ch, nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho, eps,
                        flags):
-    """Chunk ``ch`` of pass 3 in the particle layout."""
+    """Chunk ``ch`` of pass 3: ``V_theta`` given ``whT[k, b] = w_b h_k(z_b)``, stored or stepped
+    (as in :func:`_part_critic`; only the first ``nreal`` particles)."""
     K, L2, N = th.shape
     L = L2 - 2
     i0, i1 = _chunk(N, nch, ch)
     n = i1 - i0
+    nr = max(0, min(i1, nreal) - i0)
     u = ubuf[ch]
     acc = accbuf[ch]
     chk = 0.0
@@ -725,7 +728,13 @@ def _part_gen_velocity(ch, nch, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, 
         b1 = th[k, min(2, L), i0:i1]
         v0 = acc[1]
         v1 = acc[min(2, L)]
-        for b in range(zT.shape[1]):
+        B = zT.shape[1]
+        nblk = _block_nodes(B, L)
+        if L == 1:
+            _pg1_8(n, c, b0, zT[0], whT[k], va, vc, v0, nblk)
+        elif L == 2:
+            _pg2_8(n, c, b0, b1, zT[0], zT[1], whT[k], va, vc, v0, v1, nblk)
+        for b in range(min(nblk, B), B):
             w = whT[k, b]
             # L = 1, 2: one fused loop (the operations of the buffered version below).
             if L == 1:
@@ -762,11 +771,11 @@ def _part_gen_velocity(ch, nch, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, 
                 ad[i] = -a[i] * ad[i]
         for d in range(L2):
             if mode == _STORE:
-                vt[k, d, i0:i1] = acc[d, :n]
+                vt[k, d, i0:i0 + nr] = acc[d, :nr]
             else:
-                sqr = sq[k, d, i0:i1] if mode == _RMS else acc[d, :n]
-                chk += _apply_row(acc[d, :n], th[k, d, i0:i1], sqr, mode, hstep, rho, eps, 0.0,
-                                  False)
+                sqr = sq[k, d, i0:i0 + nr] if mode == _RMS else acc[d, :nr]
+                chk += _apply_row(acc[d, :nr], th[k, d, i0:i0 + nr], sqr, mode, hstep, rho, eps,
+                                  0.0, False)
     if not chk == 0.0:
         flags[ch] = 0
 
@@ -778,76 +787,46 @@ def _part_gen_velocity(ch, nch, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, 
 # ======================================================================================
 
 
-@njit(**_OPTS)
-def _pass1_chunk(ch, nch, soa, theta, zT, gpart, ubuf):
-    if soa:
-        _part_gen_output(ch, nch, theta, zT, gpart, ubuf)
-    else:
-        _node_gen_output(ch, nch, theta, zT, gpart, ubuf)
-
-
 @njit(parallel=True, **_OPTS)
-def _pass1_par(nch, soa, theta, zT, gpart, ubuf):
+def _pass1_par(nch, th, zT, gpart, ubuf):
     for ch in prange(nch):
-        _pass1_chunk(np.int64(ch), nch, soa, theta, zT, gpart, ubuf)
+        _part_gen_output(np.int64(ch), nch, th, zT, gpart, ubuf)
 
 
 @njit(**_OPTS)
-def _pass1_ser(nch, soa, theta, zT, gpart, ubuf):
+def _pass1_ser(nch, th, zT, gpart, ubuf):
     for ch in range(nch):
-        _pass1_chunk(np.int64(ch), nch, soa, theta, zT, gpart, ubuf)
-
-
-@njit(**_OPTS)
-def _pass2_chunk(ch, nch, soa, omega, gT, zw, xT, xw, vo, hpart, ubuf, vbuf, accbuf, need_h,
-                 need_vo, mode, hstep, clip, sq, rho, eps, flags):
-    if soa:
-        _part_critic(ch, nch, omega, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h,
-                     need_vo, mode, hstep, clip, sq, rho, eps, flags)
-    else:
-        _node_critic(ch, nch, omega, gT, zw, xT, xw, vo, hpart, ubuf, vbuf, need_h,
-                     need_vo, mode, hstep, clip, sq, rho, eps, flags)
+        _part_gen_output(np.int64(ch), nch, th, zT, gpart, ubuf)
 
 
 @njit(parallel=True, **_OPTS)
-def _pass2_par(nch, soa, omega, gT, zw, xT, xw, vo, hpart, ubuf, vbuf, accbuf, need_h,
-               need_vo, mode, hstep, clip, sq, rho, eps, flags):
+def _pass2_par(nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, need_vo, mode,
+               hstep, clip, sq, rho, eps, flags):
     for ch in prange(nch):
-        _pass2_chunk(np.int64(ch), nch, soa, omega, gT, zw, xT, xw, vo, hpart, ubuf, vbuf, accbuf,
+        _part_critic(np.int64(ch), nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf,
                      need_h, need_vo, mode, hstep, clip, sq, rho, eps, flags)
 
 
 @njit(**_OPTS)
-def _pass2_ser(nch, soa, omega, gT, zw, xT, xw, vo, hpart, ubuf, vbuf, accbuf, need_h,
-               need_vo, mode, hstep, clip, sq, rho, eps, flags):
+def _pass2_ser(nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, need_vo, mode,
+               hstep, clip, sq, rho, eps, flags):
     for ch in range(nch):
-        _pass2_chunk(np.int64(ch), nch, soa, omega, gT, zw, xT, xw, vo, hpart, ubuf, vbuf, accbuf,
+        _part_critic(np.int64(ch), nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf,
                      need_h, need_vo, mode, hstep, clip, sq, rho, eps, flags)
 
 
-@njit(**_OPTS)
-def _pass3_chunk(ch, nch, soa, theta, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho, eps,
-                 flags):
-    if soa:
-        _part_gen_velocity(ch, nch, theta, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho,
-                           eps, flags)
-    else:
-        _node_gen_velocity(ch, nch, theta, zT, whT, vt, ubuf, mode, hstep, sq, rho, eps,
-                           flags)
-
-
 @njit(parallel=True, **_OPTS)
-def _pass3_par(nch, soa, theta, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho, eps, flags):
+def _pass3_par(nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho, eps, flags):
     for ch in prange(nch):
-        _pass3_chunk(np.int64(ch), nch, soa, theta, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho,
-                     eps, flags)
+        _part_gen_velocity(np.int64(ch), nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode,
+                           hstep, sq, rho, eps, flags)
 
 
 @njit(**_OPTS)
-def _pass3_ser(nch, soa, theta, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho, eps, flags):
+def _pass3_ser(nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho, eps, flags):
     for ch in range(nch):
-        _pass3_chunk(np.int64(ch), nch, soa, theta, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho,
-                     eps, flags)
+        _part_gen_velocity(np.int64(ch), nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode,
+                           hstep, sq, rho, eps, flags)
 
 
 @njit(**_OPTS)
@@ -876,69 +855,64 @@ def _flags_ok(flags, n):
 
 
 @njit(**_OPTS)
-def _field(theta, omega, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode, dt, gdt, clip, sq_t,
-           sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, vbuf, acc_g, acc_c, flags,
-           soa, par):
+def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode, dt, gdt, clip,
+           sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags,
+           par):
     """One velocity evaluation: store (``mode=_STORE``) or step with the fused updates.
 
-    In the particle layout ``theta``/``omega`` (and ``vt``, ``vo``, ``sq_*``) are the transposed
-    arrays.  Returns False if a stepped coordinate became NaN/Inf.
+    ``th (K, L+2, Np)`` and ``om (K+2, Mp)`` are the padded particle-layout arrays holding
+    ``nreal`` and ``mreal`` particles.  Returns False if a stepped coordinate became NaN/Inf.
     """
-    if soa:
-        N = theta.shape[2]
-        M = omega.shape[1]
-    else:
-        N = theta.shape[0]
-        M = omega.shape[0]
     cg = gpart.shape[0]
     cc = hpart.shape[0]
     if par:
-        _pass1_par(cg, soa, theta, zT, gpart, ubuf_g)
+        _pass1_par(cg, th, zT, gpart, ubuf_g)
     else:
-        _pass1_ser(cg, soa, theta, zT, gpart, ubuf_g)
-    _reduce(gpart, 1.0 / N, gT)
+        _pass1_ser(cg, th, zT, gpart, ubuf_g)
+    _reduce(gpart, 1.0 / nreal, gT)
     if par:
-        _pass2_par(cc, soa, omega, gT, zw, xT, xw, vo, hpart, ubuf_c, vbuf, acc_c, need_vt,
-                   need_vo, mode, gdt, clip, sq_o, rho, eps, flags)
+        _pass2_par(cc, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf_c, acc_c, need_vt, need_vo,
+                   mode, gdt, clip, sq_o, rho, eps, flags)
     else:
-        _pass2_ser(cc, soa, omega, gT, zw, xT, xw, vo, hpart, ubuf_c, vbuf, acc_c, need_vt,
-                   need_vo, mode, gdt, clip, sq_o, rho, eps, flags)
+        _pass2_ser(cc, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf_c, acc_c, need_vt, need_vo,
+                   mode, gdt, clip, sq_o, rho, eps, flags)
     ok = _flags_ok(flags, cc)
     if need_vt:
         # hpart carries the weights w_b already, so whT = w_b grad f(g(z_b)).
-        _reduce(hpart, 1.0 / M, whT)
+        _reduce(hpart, 1.0 / mreal, whT)
         if par:
-            _pass3_par(cg, soa, theta, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, rho, eps,
+            _pass3_par(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, rho, eps,
                        flags)
         else:
-            _pass3_ser(cg, soa, theta, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, rho, eps,
+            _pass3_ser(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, rho, eps,
                        flags)
         ok = _flags_ok(flags, cg) and ok
     return ok
 
 
 # ======================================================================================
-# workspace and public kernels
+# workspace
 # ======================================================================================
 
 
-def use_particle_layout(Bz: int, Bx: int) -> bool:
-    """Whether batches this small run in the particle layout."""
-    return max(Bz, Bx) < SMALL_BATCH
+def padded(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`PAD`."""
+    return (n + PAD - 1) // PAD * PAD
 
 
 class Workspace:
     """Preallocated buffers of one problem size (no allocation inside step loops).
 
-    ``args()`` is passed after the fixed arguments of :func:`velocity_into` and
-    :func:`run_steps`; it ends with the layout and threading choices.
+    Holds the particle-layout copies of the state, zero-padded to :func:`padded` counts (the
+    padding stays zero: no kernel writes it), the velocity and Heun/RMSProp work arrays in
+    that layout, and the per-chunk partial sums.  ``args()`` is passed after the fixed
+    arguments of :func:`run_steps`; it ends with the threading choice.
     """
 
     def __init__(self, N: int, M: int, K: int, L: int, Bz: int, Bx: int,
                  parallel: bool | None = None):
-        B = max(Bz, Bx)
-        self.soa = use_particle_layout(Bz, Bx)
-        cg, cc = n_chunks(N, self.soa), n_chunks(M, self.soa)
+        Np, Mp = padded(N), padded(M)
+        cg, cc = n_chunks(Np), n_chunks(Mp)
         if parallel is None:
             work = 2 * N * K * Bz + M * (Bz + Bx)  # sigmoids per velocity evaluation
             # Decided by the size alone, never by the thread count: the serial and parallel
@@ -946,33 +920,28 @@ class Workspace:
             # 1-thread worker as in a 2-thread parent.
             parallel = work >= PARALLEL_MIN_WORK
         self.par = bool(parallel)
-        ng, nc = _chunk_len(N, self.soa), _chunk_len(M, self.soa)
+        ng, nc = _chunk_len(Np), _chunk_len(Mp)
         self.gT = np.empty((K, Bz))
         self.whT = np.empty((K, Bz))
         self.gpart = np.empty((cg, K, Bz))
         self.hpart = np.zeros((cc, K, Bz))
         self.flags = np.ones(max(cg, cc), dtype=np.int64)
-        if self.soa:
-            self.ubuf_g = np.empty((cg, ng))
-            self.ubuf_c = np.empty((cc, 2, nc))
-            self.vbuf = np.empty((1, 1))
-            self.acc_g = np.empty((cg, L + 2, ng))
-            self.acc_c = np.empty((cc, K + 2, nc))
-            self.thS = np.empty((K, L + 2, N))
-            self.omS = np.empty((K + 2, M))
-        else:
-            # pass 3 keeps its L sums at u[Bz:Bz+L] (any L) or u[:L] (L <= 2)
-            self.ubuf_g = np.empty((cg, Bz + L))
-            self.ubuf_c = np.empty((cc, 1, B))
-            self.vbuf = np.empty((cc, 2 * K))
-            self.acc_g = np.empty((1, 1, 1))
-            self.acc_c = np.empty((1, 1, 1))
-            self.thS = np.empty((1, 1, 1))
-            self.omS = np.empty((1, 1))
+        self.ubuf_g = np.empty((cg, ng))
+        self.ubuf_c = np.empty((cc, 2, nc))
+        self.acc_g = np.empty((cg, L + 2, ng))
+        self.acc_c = np.empty((cc, K + 2, nc))
+        # particle layout: state, velocities (and Heun's second stage), RMSProp sums
+        st, so = (K, L + 2, Np), (K + 2, Mp)
+        self.th, self.om = np.zeros(st), np.zeros(so)
+        self.vt, self.vo = np.zeros(st), np.zeros(so)
+        self.vt2, self.vo2 = np.zeros(st), np.zeros(so)
+        self.th2, self.om2 = np.zeros(st), np.zeros(so)
+        self.sq_t, self.sq_o = np.zeros(st), np.zeros(so)
 
     def args(self) -> tuple:
-        return (self.gT, self.whT, self.gpart, self.hpart, self.ubuf_g, self.ubuf_c, self.vbuf,
-                self.acc_g, self.acc_c, self.thS, self.omS, self.flags, self.soa, self.par)
+        return (self.th, self.om, self.vt, self.vo, self.vt2, self.vo2, self.th2, self.om2,
+                self.sq_t, self.sq_o, self.gT, self.whT, self.gpart, self.hpart, self.ubuf_g,
+                self.ubuf_c, self.acc_g, self.acc_c, self.flags, self.par)
 
 
 @njit(**_OPTS)
@@ -999,50 +968,52 @@ def _from_particle_layout(thS, omS, theta, omega):
             omega[j, d] = omS[d, j]
 
 
-def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, gT, whT, gpart, hpart, ubuf_g, ubuf_c,
-                  vbuf, acc_g, acc_c, thS, omS, flags, soa, par, need_vt=True, need_vo=True):
+def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args):
     """Both velocity fields of ``(theta, omega)`` into ``vt``, ``vo``; inputs unchanged.
 
-    Runs :func:`run_steps` with the VELOCITY code, so the public ``velocity`` and ``simulate``
-    share one compiled entry point (half the first-compile time of two).  Both fields are
-    always computed (``need_vt``/``need_vo`` are accepted for the call signature).
+    ``ws_args`` is ``Workspace(...).args()``.  Runs :func:`run_steps` with the VELOCITY code,
+    so the public ``velocity`` and ``simulate`` share one compiled entry point (half the
+    first-compile time of two).
     """
     K = omega.shape[1] - 2
     L = theta.shape[2] - 2
-    dZ = np.zeros((1, 1, L, 1))
-    dX = np.zeros((1, 1, K, 1))
-    run_steps(VELOCITY, theta, omega, 1, zT, zw, xT, xw, dZ, dX, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0,
-              np.zeros((1, 1, 1)), np.zeros((1, 1)), vt, vo, vt, vo, vt, vo, gT, whT, gpart,
-              hpart, ubuf_g, ubuf_c, vbuf, acc_g, acc_c, thS, omS, flags, soa, par)
+    run_steps(VELOCITY, theta, omega, 1, zT, zw, xT, xw, np.zeros((1, 1, L, 1)),
+              np.zeros((1, 1, K, 1)), 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, theta, omega, vt, vo,
+              *ws_args)
 
 
-@njit(parallel=True, **_OPTS)
-def energy_kernel(theta, omega, zT, zw, xT, xw, gpart, ubuf_g, gT):
-    """``Psi = sum_b zw_b f(g(z_b)) - sum_b xw_b f(x_b)`` (node layout, ``gpart (cg, K, Bz)``)."""
-    N = theta.shape[0]
-    cg = gpart.shape[0]
-    for ch in prange(cg):
-        _node_gen_output(ch, cg, theta, zT, gpart, ubuf_g)
-    _reduce(gpart, 1.0 / N, gT)
-    M, K2 = omega.shape
-    K = K2 - 2
-    total = 0.0
-    for j in prange(M):
-        alpha = omega[j, 0]
-        gamma = omega[j, K + 1]
+@njit(**_OPTS)
+def _critic_values(om, mreal, zT, zw, xT, xw, gT, out):
+    """``out[j] = alpha_j (sum_b zw_b s(u_j(g(z_b))) - sum_b xw_b s(u_j(x_b)))``."""
+    K = om.shape[0] - 2
+    for j in range(mreal):
+        gamma = om[K + 1, j]
         acc = 0.0
         for b in range(zT.shape[1]):
             u = gamma
             for k in range(K):
-                u += omega[j, 1 + k] * gT[k, b]
+                u += om[1 + k, j] * gT[k, b]
             acc += zw[b] * sigmoid(u)
         for b in range(xT.shape[1]):
             u = gamma
             for k in range(K):
-                u += omega[j, 1 + k] * xT[k, b]
+                u += om[1 + k, j] * xT[k, b]
             acc -= xw[b] * sigmoid(u)
-        total += alpha * acc
-    return total / M
+        out[j] = om[0, j] * acc
+
+
+def energy(theta, omega, zT, zw, xT, xw) -> float:
+    """``Psi = sum_b zw_b f(g(z_b)) - sum_b xw_b f(x_b)``, summed in a fixed order."""
+    N, K, L2 = theta.shape
+    M = omega.shape[0]
+    ws = Workspace(N, M, K, L2 - 2, zT.shape[1], xT.shape[1], parallel=False)
+    _to_particle_layout(theta, omega, ws.th, ws.om)
+    cg = ws.gpart.shape[0]
+    _pass1_ser(cg, ws.th, zT, ws.gpart, ws.ubuf_g)
+    _reduce(ws.gpart, 1.0 / N, ws.gT)
+    vals = np.empty(M)
+    _critic_values(ws.om, M, zT, zw, xT, xw, ws.gT, vals)
+    return float(np.sum(vals) / M)
 
 
 # ======================================================================================
@@ -1095,10 +1066,14 @@ def _heun_combine(y, h, k1, y2, k2, clip, do_clip):
 
 
 @njit(**_OPTS)
-def _steps(kind, theta, omega, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip, rho,
+def _steps(kind, N, M, th, om, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip, rho,
            eps, sq_t, sq_o, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart, ubuf_g, ubuf_c,
-           vbuf, acc_g, acc_c, flags, soa, par):
-    """The step loop on arrays of one layout; returns the number of finite steps taken."""
+           acc_g, acc_c, flags, par):
+    """The step loop on the padded particle-layout arrays; returns the number of finite steps.
+
+    The padding of every array stays zero: velocities are stored for real particles only, so
+    Heun's stages and combination leave padded coordinates at 0.
+    """
     # Flags and modes as runtime values: a constant argument (True, _STEP) has a literal type,
     # and Numba would compile every pass once per combination of constants (minutes, uncached).
     yes = n_steps >= -1
@@ -1114,31 +1089,31 @@ def _steps(kind, theta, omega, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt
             else:
                 z = Zs[s, 0]
                 x = Xs[s, 0]
-            ok = _field(theta, omega, z, zw, x, xw, vt, vo, yes, yes, mode, dt, gdt, clip,
-                        sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, vbuf,
-                        acc_g, acc_c, flags, soa, par)
+            ok = _field(N, M, th, om, z, zw, x, xw, vt, vo, yes, yes, mode, dt, gdt, clip,
+                        sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g,
+                        acc_c, flags, par)
         elif kind == HEUN:
-            _field(theta, omega, zT, zw, xT, xw, vt, vo, yes, yes, store, dt, gdt, clip,
-                   sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, vbuf, acc_g,
-                   acc_c, flags, soa, par)
-            _heun_stage(theta, vt, th2, dt, clip, no, no)
-            _heun_stage(omega, vo, om2, gdt, clip, yes, yes)
-            _field(th2, om2, zT, zw, xT, xw, vt2, vo2, yes, yes, store, dt, gdt, clip,
-                   sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, vbuf, acc_g,
-                   acc_c, flags, soa, par)
-            _heun_combine(theta, 0.5 * dt, vt, th2, vt2, clip, no)
-            _heun_combine(omega, 0.5 * gdt, vo, om2, vo2, clip, yes)
-            ok = _all_finite(theta) and _all_finite(omega)
+            _field(N, M, th, om, zT, zw, xT, xw, vt, vo, yes, yes, store, dt, gdt, clip,
+                   sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
+                   flags, par)
+            _heun_stage(th, vt, th2, dt, clip, no, no)
+            _heun_stage(om, vo, om2, gdt, clip, yes, yes)
+            _field(N, M, th2, om2, zT, zw, xT, xw, vt2, vo2, yes, yes, store, dt, gdt, clip,
+                   sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
+                   flags, par)
+            _heun_combine(th, 0.5 * dt, vt, th2, vt2, clip, no)
+            _heun_combine(om, 0.5 * gdt, vo, om2, vo2, clip, yes)
+            ok = _all_finite(th) and _all_finite(om)
         else:  # SGD_ALT: n_critic critic steps with fresh batches, then one generator step
             n_critic = Xs.shape[1]
             ok = True
             for c in range(n_critic):
-                ok = _field(theta, omega, Zs[s, c], zw, Xs[s, c], xw, vt, vo, no, yes,
-                            step, dt, crit_dt, clip, sq_t, sq_o, rho, eps, gT, whT, gpart,
-                            hpart, ubuf_g, ubuf_c, vbuf, acc_g, acc_c, flags, soa, par) and ok
-            ok = _field(theta, omega, Zs[s, n_critic], zw, Xs[s, 0], xw, vt, vo, yes, no,
-                        step, dt, crit_dt, clip, sq_t, sq_o, rho, eps, gT, whT, gpart, hpart,
-                        ubuf_g, ubuf_c, vbuf, acc_g, acc_c, flags, soa, par) and ok
+                ok = _field(N, M, th, om, Zs[s, c], zw, Xs[s, c], xw, vt, vo, no, yes, step,
+                            dt, crit_dt, clip, sq_t, sq_o, rho, eps, gT, whT, gpart, hpart,
+                            ubuf_g, ubuf_c, acc_g, acc_c, flags, par) and ok
+            ok = _field(N, M, th, om, Zs[s, n_critic], zw, Xs[s, 0], xw, vt, vo, yes, no, step,
+                        dt, crit_dt, clip, sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g,
+                        ubuf_c, acc_g, acc_c, flags, par) and ok
         if not ok:
             return s  # steps completed before the one that produced NaN/Inf
     return n_steps
@@ -1146,64 +1121,36 @@ def _steps(kind, theta, omega, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt
 
 @njit(**_OPTS)
 def run_steps(kind, theta, omega, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
-              rho, eps, sq_t, sq_o, vt, vo, vt2, vo2, th2, om2,
-              gT, whT, gpart, hpart, ubuf_g, ubuf_c, vbuf, acc_g, acc_c, thS, omS, flags,
-              soa, par):
+              rho, eps, sq_t, sq_o, vt_out, vo_out, th, om, vt, vo, vt2, vo2, th2, om2, sqtS,
+              sqoS, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, par):
     """Advance ``(theta, omega)`` in place by ``n_steps`` steps of scheme ``kind``.
 
     Deterministic schemes (EULER, HEUN) use the fixed quadrature ``zT, zw, xT, xw``; stochastic
     ones read step ``s``'s batches from ``Zs[s, slot]`` (shape ``(L, m)``) and ``Xs[s, slot]``
     (``(K, m)``) with uniform weights ``zw``/``xw`` of length ``m``.  ``dt`` is the generator
     step, ``gdt = gamma_c dt`` the simultaneous critic step, ``crit_dt`` the step of each
-    alternating critic update.  ``vt, vo, vt2, vo2, th2, om2`` are Heun's work arrays (shaped
-    like the particles).  Returns the number of steps taken (fewer if NaN/Inf appeared).
+    alternating critic update; ``sq_t``, ``sq_o`` are RMSProp's running means (updated in
+    place).  With kind VELOCITY both velocity fields go to ``vt_out``, ``vo_out`` and nothing
+    moves.  The arguments from ``th`` on are :meth:`Workspace.args`: the state is copied to
+    the padded particle layout, stepped there and copied back (also after a NaN/Inf stop).
+    Returns the number of steps taken (fewer if NaN/Inf appeared).
     """
+    N = theta.shape[0]
+    M = omega.shape[0]
+    _to_particle_layout(theta, omega, th, om)
     if kind == VELOCITY:
         yes = n_steps >= -1  # not literals (see _steps)
         store = kind * 0 + _STORE
-        if soa:
-            N, K, L2 = theta.shape
-            M = omega.shape[0]
-            _to_particle_layout(theta, omega, thS, omS)
-            vtS = np.empty((K, L2, N))
-            voS = np.empty((K + 2, M))
-            _field(thS, omS, zT, zw, xT, xw, vtS, voS, yes, yes, store, 0.0, 0.0, 1.0, sq_t,
-                   sq_o, 0.0, 1.0, gT, whT, gpart, hpart, ubuf_g, ubuf_c, vbuf, acc_g, acc_c,
-                   flags, soa, par)
-            _from_particle_layout(vtS, voS, vt, vo)
-        else:
-            _field(theta, omega, zT, zw, xT, xw, vt, vo, yes, yes, store, 0.0, 0.0, 1.0, sq_t,
-                   sq_o, 0.0, 1.0, gT, whT, gpart, hpart, ubuf_g, ubuf_c, vbuf, acc_g, acc_c,
-                   flags, soa, par)
+        _field(N, M, th, om, zT, zw, xT, xw, vt, vo, yes, yes, store, 0.0, 0.0, 1.0, sqtS, sqoS,
+               0.0, 1.0, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, par)
+        _from_particle_layout(vt, vo, vt_out, vo_out)
         return 1
-    if not soa:
-        return _steps(kind, theta, omega, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt,
-                      clip, rho, eps, sq_t, sq_o, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart,
-                      hpart, ubuf_g, ubuf_c, vbuf, acc_g, acc_c, flags, soa, par)
-    # Particle layout: transpose in, step, transpose out (also after a NaN/Inf stop).  Every
-    # (N, K, L+2) work array is used as (K, L+2, N) through a reshape: same size, and the
-    # element-wise Heun updates do not care about the order.
-    N, K, L2 = theta.shape
-    M = omega.shape[0]
-    _to_particle_layout(theta, omega, thS, omS)
-    st = (K, L2, N)
-    so = (K + 2, M)
-    sqtS = sq_t
-    sqoS = sq_o
     if kind == RMSPROP:
-        sqtS = np.empty(st)
-        sqoS = np.empty(so)
         _to_particle_layout(sq_t, sq_o, sqtS, sqoS)
-    vtS = vt.reshape(st)
-    voS = vo.reshape(so)
-    if kind == HEUN:
-        vt2S, vo2S, th2S, om2S = vt2.reshape(st), vo2.reshape(so), th2.reshape(st), om2.reshape(so)
-    else:  # unused work arrays
-        vt2S, vo2S, th2S, om2S = vtS, voS, vtS, voS
-    done = _steps(kind, thS, omS, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip, rho,
-                  eps, sqtS, sqoS, vtS, voS, vt2S, vo2S, th2S, om2S, gT, whT, gpart, hpart,
-                  ubuf_g, ubuf_c, vbuf, acc_g, acc_c, flags, soa, par)
-    _from_particle_layout(thS, omS, theta, omega)
+    done = _steps(kind, N, M, th, om, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
+                  rho, eps, sqtS, sqoS, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart,
+                  ubuf_g, ubuf_c, acc_g, acc_c, flags, par)
+    _from_particle_layout(th, om, theta, omega)
     if kind == RMSPROP:
         _from_particle_layout(sqtS, sqoS, sq_t, sq_o)
     return done

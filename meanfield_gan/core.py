@@ -31,7 +31,7 @@ def _numba_velocity(theta, omega, z, zw, x, xw):
     vt = np.empty_like(theta)
     vo = np.empty_like(omega)
     ne.velocity_into(theta, omega, np.ascontiguousarray(z.T), zw, np.ascontiguousarray(x.T), xw,
-                     vt, vo, *ws.args(), True, True)
+                     vt, vo, *ws.args())
     return vt, vo
 
 
@@ -126,8 +126,4 @@ def energy(theta, omega, z, z_weights, x, x_weights, backend: str = "numpy") -> 
         return _reference.energy(theta, omega, z, zw, x, xw)
     from . import _numba_engine as ne
 
-    N = theta.shape[0]
-    cg = ne.n_chunks(N)
-    return float(ne.energy_kernel(theta, omega, np.ascontiguousarray(z.T), zw,
-                                  np.ascontiguousarray(x.T), xw, np.empty((cg, K, len(zw))),
-                                  np.empty((cg, len(zw))), np.empty((K, len(zw)))))
+    return ne.energy(theta, omega, np.ascontiguousarray(z.T), zw, np.ascontiguousarray(x.T), xw)

@@ -181,13 +181,6 @@ class _NumbaRunner(_Runner):
         Bz = B if B else self.zT.shape[1]
         Bx = B if B else self.xT.shape[1]
         self.ws = ne.Workspace(state.N, state.M, problem.K, problem.L, Bz, Bx)
-        self.vt = np.empty_like(self.theta)
-        self.vo = np.empty_like(self.omega)
-        heun = self.kind == ne.HEUN
-        self.vt2 = np.empty_like(self.theta) if heun else self.vt
-        self.vo2 = np.empty_like(self.omega) if heun else self.vo
-        self.th2 = np.empty_like(self.theta) if heun else self.vt
-        self.om2 = np.empty_like(self.omega) if heun else self.vo
         self._dummy_Z = np.zeros((1, 1, problem.L, 1))
         self._dummy_X = np.zeros((1, 1, problem.K, 1))
 
@@ -196,7 +189,7 @@ class _NumbaRunner(_Runner):
             self.kind, self.theta, self.omega, n, self.zT, self.zw, self.xT, self.xw,
             self._dummy_Z if Zs is None else Zs, self._dummy_X if Xs is None else Xs,
             self.dt, self.gdt, self.crit_dt, self.clip, self.rho, self.eps, self.sq_t, self.sq_o,
-            self.vt, self.vo, self.vt2, self.vo2, self.th2, self.om2, *self.ws.args()))
+            self.theta, self.omega, *self.ws.args()))
 
 
 class _NumpyRunner(_Runner):

@@ -55,6 +55,19 @@ def test_engine_velocity_matches_reference(engine, make_config, K, L, N, M, Bz, 
     np.testing.assert_allclose(v_o, ref_o, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("K,L", [(1, 1), (2, 2), (1, 2), (2, 1)])
+@pytest.mark.parametrize("B", [3, 4, 7, 8, 11, 12, 16, 21])
+def test_numba_node_blocks_match_reference(make_config, K, L, B):
+    """The Numba kernels take nodes in blocks of eight, the last one zero-padded when four or
+    more nodes are left and one node at a time otherwise; particles are zero-padded to a
+    multiple of eight.  Every split agrees with the reference."""
+    theta, omega, *quad = make_config(B + 7 * K + L, K, L, 17, 13, B, B + 1)
+    ref_t, ref_o = mfg.velocity(theta, omega, *quad, backend="numpy")
+    v_t, v_o = mfg.velocity(theta, omega, *quad, backend="numba")
+    np.testing.assert_allclose(v_t, ref_t, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(v_o, ref_o, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("K,L", DIMS)
 def test_engine_energy_matches_reference(make_config, K, L):
     theta, omega, *quad = make_config(3, K, L, 70, 45, 20, 11)
@@ -161,7 +174,7 @@ def test_projection_is_idempotent_and_keeps_inward_directions(make_config):
     assert changed.any() and np.all(np.abs(omega[changed]) == 1.0) and np.all(p[changed] == 0.0)
 
 
-@pytest.mark.parametrize("Bz,Bx", [(40, 33), (1, 3)])  # node and particle layouts
+@pytest.mark.parametrize("Bz,Bx", [(40, 33), (1, 3)])  # node blocks of four, single nodes
 def test_numba_threaded_and_serial_passes_are_bitwise_equal(make_config, Bz, Bx):
     """Chunks depend on the particle counts only: threads change no bit of the result."""
     from meanfield_gan import _numba_engine as ne
@@ -172,7 +185,7 @@ def test_numba_threaded_and_serial_passes_are_bitwise_equal(make_config, Bz, Bx)
         ws = ne.Workspace(300, 260, 2, 2, Bz, Bx, parallel=parallel)
         vt, vo = np.empty_like(theta), np.empty_like(omega)
         ne.velocity_into(theta, omega, np.ascontiguousarray(z.T), zw, np.ascontiguousarray(x.T),
-                         xw, vt, vo, *ws.args(), True, True)
+                         xw, vt, vo, *ws.args())
         out.append((vt, vo))
     assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
     ref = mfg.velocity(theta, omega, z, zw, x, xw, backend="numpy")
