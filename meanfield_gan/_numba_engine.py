@@ -227,52 +227,25 @@ def _put8(x, b, v0, v1, v2, v3, v4, v5, v6, v7):
 
 
 @njit(**_OPTS)
-def _po1_8(n, a, c, b0, z0, out, nblk):
-    """Pass 1 (L = 1): ``out[b] = sum_i a_i s(c_i + b0_i z_b)`` for ``b < nblk``."""
+def _po_8(n, a, c, b0, b1, z0, z1, out, nblk, two):
+    """Pass 1 for nodes ``b < nblk``: ``out[b] = sum_i a_i s(c_i + b0_i z0_b + b1_i z1_b)``.
+
+    ``two`` (a literal): L = 2; for L = 1 the second weight and coordinate are absent.
+    """
     for b in range(0, nblk, 8):
         q0, q1, q2, q3, q4, q5, q6, q7 = _get8(z0, b)
-        g0 = 0.0
-        g1 = 0.0
-        g2 = 0.0
-        g3 = 0.0
-        g4 = 0.0
-        g5 = 0.0
-        g6 = 0.0
-        g7 = 0.0
+        if two:
+            r0, r1, r2, r3, r4, r5, r6, r7 = _get8(z1, b)
+        else:
+            r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = 0.0
+        g0 = g1 = g2 = g3 = g4 = g5 = g6 = g7 = 0.0
         for i in range(np.uint64(n)):
             ai = a[i]
             ci = c[i]
             bi = b0[i]
-            g0 += ai * sigmoid(ci + bi * q0)
-            g1 += ai * sigmoid(ci + bi * q1)
-            g2 += ai * sigmoid(ci + bi * q2)
-            g3 += ai * sigmoid(ci + bi * q3)
-            g4 += ai * sigmoid(ci + bi * q4)
-            g5 += ai * sigmoid(ci + bi * q5)
-            g6 += ai * sigmoid(ci + bi * q6)
-            g7 += ai * sigmoid(ci + bi * q7)
-        _put8(out, b, g0, g1, g2, g3, g4, g5, g6, g7)
-
-
-@njit(**_OPTS)
-def _po2_8(n, a, c, b0, b1, z0, z1, out, nblk):
-    """Pass 1 (L = 2), as :func:`_po1_8`."""
-    for b in range(0, nblk, 8):
-        q0, q1, q2, q3, q4, q5, q6, q7 = _get8(z0, b)
-        r0, r1, r2, r3, r4, r5, r6, r7 = _get8(z1, b)
-        g0 = 0.0
-        g1 = 0.0
-        g2 = 0.0
-        g3 = 0.0
-        g4 = 0.0
-        g5 = 0.0
-        g6 = 0.0
-        g7 = 0.0
-        for i in range(np.uint64(n)):
-            ai = a[i]
-            ci = c[i]
-            bi = b0[i]
-            di = b1[i]
+            di = 0.0
+            if two:
+                di = b1[i]
             g0 += ai * sigmoid(ci + bi * q0 + di * r0)
             g1 += ai * sigmoid(ci + bi * q1 + di * r1)
             g2 += ai * sigmoid(ci + bi * q2 + di * r2)
@@ -285,87 +258,29 @@ def _po2_8(n, a, c, b0, b1, z0, z1, out, nblk):
 
 
 @njit(**_OPTS)
-def _pc1_8(n, gam, alp, b0, p0, w, a0, aK, a1, hp0, nblk, with_h, minus):
-    """The K = 1 critic side for nodes ``b < nblk`` (see :func:`_part_critic_side`).
+def _pc_8(n, gam, alp, b0, b1, p0, p1, w, a0, aK, a1, a2, hp, nblk, two, with_h, minus):
+    """One side of the critic velocity for nodes ``b < nblk`` (see :func:`_part_critic_side`).
 
-    ``a0``, ``aK``, ``a1`` gain (``minus``: lose) ``sum_b w s``, ``sum_b w s'`` and
-    ``sum_b w s' p_b``; with ``with_h``, ``hp0[b] = sum_i alpha_i beta_i w_b s'_ib``.
-    ``with_h`` and ``minus`` are literal booleans (each variant compiles alone)."""
+    ``a0``, ``aK``, ``a1`` (and ``a2`` for K = 2) gain (``minus``: lose) ``sum_b w s``,
+    ``sum_b w s'`` and ``sum_b w s' p_kb``; with ``with_h``,
+    ``hp[k, b] = sum_i alpha_i beta_ik w_b s'_ib``.  ``two`` (K = 2), ``with_h`` and
+    ``minus`` are literal booleans: each variant compiles alone, the other branches pruned.
+    """
     for b in range(0, nblk, 8):
         q0, q1, q2, q3, q4, q5, q6, q7 = _get8(p0, b)
         w0, w1, w2, w3, w4, w5, w6, w7 = _get8(w, b)
-        h0 = 0.0
-        h1 = 0.0
-        h2 = 0.0
-        h3 = 0.0
-        h4 = 0.0
-        h5 = 0.0
-        h6 = 0.0
-        h7 = 0.0
+        if two:
+            r0, r1, r2, r3, r4, r5, r6, r7 = _get8(p1, b)
+        else:
+            r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = 0.0
+        h0 = h1 = h2 = h3 = h4 = h5 = h6 = h7 = 0.0
+        k0 = k1 = k2 = k3 = k4 = k5 = k6 = k7 = 0.0
         for i in range(np.uint64(n)):
             g = gam[i]
             bi = b0[i]
-            ws0, d0 = _wsd(g + bi * q0, w0)
-            ws1, d1 = _wsd(g + bi * q1, w1)
-            ws2, d2 = _wsd(g + bi * q2, w2)
-            ws3, d3 = _wsd(g + bi * q3, w3)
-            ws4, d4 = _wsd(g + bi * q4, w4)
-            ws5, d5 = _wsd(g + bi * q5, w5)
-            ws6, d6 = _wsd(g + bi * q6, w6)
-            ws7, d7 = _wsd(g + bi * q7, w7)
-            S = ((ws0 + ws1) + (ws2 + ws3)) + ((ws4 + ws5) + (ws6 + ws7))
-            D = ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
-            P = (((d0 * q0 + d1 * q1) + (d2 * q2 + d3 * q3))
-                 + ((d4 * q4 + d5 * q5) + (d6 * q6 + d7 * q7)))
-            if minus:
-                a0[i] -= S
-                aK[i] -= D
-                a1[i] -= P
-            else:
-                a0[i] += S
-                aK[i] += D
-                a1[i] += P
-            if with_h:
-                ab = alp[i] * bi
-                h0 += ab * d0
-                h1 += ab * d1
-                h2 += ab * d2
-                h3 += ab * d3
-                h4 += ab * d4
-                h5 += ab * d5
-                h6 += ab * d6
-                h7 += ab * d7
-        if with_h:
-            _put8(hp0, b, h0, h1, h2, h3, h4, h5, h6, h7)
-
-
-@njit(**_OPTS)
-def _pc2_8(n, gam, alp, b0, b1, p0, p1, w, a0, aK, a1, a2, hp, nblk, with_h, minus):
-    """The K = 2 critic side, as :func:`_pc1_8`."""
-    for b in range(0, nblk, 8):
-        q0, q1, q2, q3, q4, q5, q6, q7 = _get8(p0, b)
-        r0, r1, r2, r3, r4, r5, r6, r7 = _get8(p1, b)
-        w0, w1, w2, w3, w4, w5, w6, w7 = _get8(w, b)
-        h0 = 0.0
-        h1 = 0.0
-        h2 = 0.0
-        h3 = 0.0
-        h4 = 0.0
-        h5 = 0.0
-        h6 = 0.0
-        h7 = 0.0
-        k0 = 0.0
-        k1 = 0.0
-        k2 = 0.0
-        k3 = 0.0
-        k4 = 0.0
-        k5 = 0.0
-        k6 = 0.0
-        k7 = 0.0
-        for i in range(np.uint64(n)):
-            g = gam[i]
-            bi = b0[i]
-            ci = b1[i]
+            ci = 0.0
+            if two:
+                ci = b1[i]
             ws0, d0 = _wsd(g + bi * q0 + ci * r0, w0)
             ws1, d1 = _wsd(g + bi * q1 + ci * r1, w1)
             ws2, d2 = _wsd(g + bi * q2 + ci * r2, w2)
@@ -384,15 +299,16 @@ def _pc2_8(n, gam, alp, b0, b1, p0, p1, w, a0, aK, a1, a2, hp, nblk, with_h, min
                 a0[i] -= S
                 aK[i] -= D
                 a1[i] -= P
-                a2[i] -= Q
+                if two:
+                    a2[i] -= Q
             else:
                 a0[i] += S
                 aK[i] += D
                 a1[i] += P
-                a2[i] += Q
+                if two:
+                    a2[i] += Q
             if with_h:
                 ab = alp[i] * bi
-                ac = alp[i] * ci
                 h0 += ab * d0
                 h1 += ab * d1
                 h2 += ab * d2
@@ -401,54 +317,40 @@ def _pc2_8(n, gam, alp, b0, b1, p0, p1, w, a0, aK, a1, a2, hp, nblk, with_h, min
                 h5 += ab * d5
                 h6 += ab * d6
                 h7 += ab * d7
-                k0 += ac * d0
-                k1 += ac * d1
-                k2 += ac * d2
-                k3 += ac * d3
-                k4 += ac * d4
-                k5 += ac * d5
-                k6 += ac * d6
-                k7 += ac * d7
+                if two:
+                    ac = alp[i] * ci
+                    k0 += ac * d0
+                    k1 += ac * d1
+                    k2 += ac * d2
+                    k3 += ac * d3
+                    k4 += ac * d4
+                    k5 += ac * d5
+                    k6 += ac * d6
+                    k7 += ac * d7
         if with_h:
             _put8(hp[0], b, h0, h1, h2, h3, h4, h5, h6, h7)
-            _put8(hp[1], b, k0, k1, k2, k3, k4, k5, k6, k7)
+            if two:
+                _put8(hp[1], b, k0, k1, k2, k3, k4, k5, k6, k7)
 
 
 @njit(**_OPTS)
-def _pg1_8(n, c, b0, z0, w, va, vc, v0, nblk):
-    """Pass 3 (L = 1) for nodes ``b < nblk``: ``va += sum_b w s``, ``vc += sum_b w s'``,
-    ``v0 += sum_b w s' z_b`` (``w`` = the weighted critic gradient)."""
+def _pg_8(n, c, b0, b1, z0, z1, w, va, vc, v0, v1, nblk, two):
+    """Pass 3 for nodes ``b < nblk``: ``va += sum_b w s``, ``vc += sum_b w s'``,
+    ``v0 += sum_b w s' z0_b`` (and ``v1`` for L = 2: ``two``, a literal); ``w`` is the
+    weighted critic gradient."""
     for b in range(0, nblk, 8):
         q0, q1, q2, q3, q4, q5, q6, q7 = _get8(z0, b)
         w0, w1, w2, w3, w4, w5, w6, w7 = _get8(w, b)
+        if two:
+            r0, r1, r2, r3, r4, r5, r6, r7 = _get8(z1, b)
+        else:
+            r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = 0.0
         for i in range(np.uint64(n)):
             ci = c[i]
             bi = b0[i]
-            ws0, d0 = _wsd(ci + bi * q0, w0)
-            ws1, d1 = _wsd(ci + bi * q1, w1)
-            ws2, d2 = _wsd(ci + bi * q2, w2)
-            ws3, d3 = _wsd(ci + bi * q3, w3)
-            ws4, d4 = _wsd(ci + bi * q4, w4)
-            ws5, d5 = _wsd(ci + bi * q5, w5)
-            ws6, d6 = _wsd(ci + bi * q6, w6)
-            ws7, d7 = _wsd(ci + bi * q7, w7)
-            va[i] += ((ws0 + ws1) + (ws2 + ws3)) + ((ws4 + ws5) + (ws6 + ws7))
-            vc[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
-            v0[i] += (((d0 * q0 + d1 * q1) + (d2 * q2 + d3 * q3))
-                      + ((d4 * q4 + d5 * q5) + (d6 * q6 + d7 * q7)))
-
-
-@njit(**_OPTS)
-def _pg2_8(n, c, b0, b1, z0, z1, w, va, vc, v0, v1, nblk):
-    """Pass 3 (L = 2), as :func:`_pg1_8`."""
-    for b in range(0, nblk, 8):
-        q0, q1, q2, q3, q4, q5, q6, q7 = _get8(z0, b)
-        r0, r1, r2, r3, r4, r5, r6, r7 = _get8(z1, b)
-        w0, w1, w2, w3, w4, w5, w6, w7 = _get8(w, b)
-        for i in range(np.uint64(n)):
-            ci = c[i]
-            bi = b0[i]
-            di = b1[i]
+            di = 0.0
+            if two:
+                di = b1[i]
             ws0, d0 = _wsd(ci + bi * q0 + di * r0, w0)
             ws1, d1 = _wsd(ci + bi * q1 + di * r1, w1)
             ws2, d2 = _wsd(ci + bi * q2 + di * r2, w2)
@@ -461,8 +363,9 @@ def _pg2_8(n, c, b0, b1, z0, z1, w, va, vc, v0, v1, nblk):
             vc[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
             v0[i] += (((d0 * q0 + d1 * q1) + (d2 * q2 + d3 * q3))
                       + ((d4 * q4 + d5 * q5) + (d6 * q6 + d7 * q7)))
-            v1[i] += (((d0 * r0 + d1 * r1) + (d2 * r2 + d3 * r3))
-                      + ((d4 * r4 + d5 * r5) + (d6 * r6 + d7 * r7)))
+            if two:
+                v1[i] += (((d0 * r0 + d1 * r1) + (d2 * r2 + d3 * r3))
+                          + ((d4 * r4 + d5 * r5) + (d6 * r6 + d7 * r7)))
 
 
 @njit(**_OPTS)
@@ -481,9 +384,9 @@ def _part_gen_output(ch, nch, th, zT, gpart, ubuf):
         b0 = th[k, 1, i0:i1]
         b1 = th[k, min(2, L), i0:i1]
         if L == 1:
-            _po1_8(n, a, c, b0, zT[0], gpart[ch, k], nblk)
+            _po_8(n, a, c, b0, b1, zT[0], zT[0], gpart[ch, k], nblk, False)
         elif L == 2:
-            _po2_8(n, a, c, b0, b1, zT[0], zT[1], gpart[ch, k], nblk)
+            _po_8(n, a, c, b0, b1, zT[0], zT[1], gpart[ch, k], nblk, True)
         for b in range(min(nblk, B), B):
             acc = 0.0
             if L == 1:
@@ -604,18 +507,20 @@ def _part_critic_side(om, i0, n, pT, pw, sign, acc, u, dbuf, hp, with_h):
     B = pT.shape[1]
     nblk = _block_nodes(B, K)
     # (the data side is the only one with sign -1, and it never needs h)
+    p0 = pT[0]
+    p1 = pT[min(1, K - 1)]
     if K == 1 and with_h:
-        _pc1_8(n, gam, alp, b0, pT[0], pw, a0, aK, a1, hp[0], nblk, True, False)
+        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, True, False)
     elif K == 1 and sign > 0:
-        _pc1_8(n, gam, alp, b0, pT[0], pw, a0, aK, a1, hp[0], nblk, False, False)
+        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, False, False)
     elif K == 1:
-        _pc1_8(n, gam, alp, b0, pT[0], pw, a0, aK, a1, hp[0], nblk, False, True)
+        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, False, True)
     elif K == 2 and with_h:
-        _pc2_8(n, gam, alp, b0, b1, pT[0], pT[1], pw, a0, aK, a1, a2, hp, nblk, True, False)
+        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, True, False)
     elif K == 2 and sign > 0:
-        _pc2_8(n, gam, alp, b0, b1, pT[0], pT[1], pw, a0, aK, a1, a2, hp, nblk, False, False)
+        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, False, False)
     elif K == 2:
-        _pc2_8(n, gam, alp, b0, b1, pT[0], pT[1], pw, a0, aK, a1, a2, hp, nblk, False, True)
+        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, False, True)
     for b in range(min(nblk, B), B):
         w = pw[b]
         # K = 1, 2: one fused loop (the operations of the buffered version below, in order).
@@ -731,9 +636,9 @@ def _part_gen_velocity(ch, nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hste
         B = zT.shape[1]
         nblk = _block_nodes(B, L)
         if L == 1:
-            _pg1_8(n, c, b0, zT[0], whT[k], va, vc, v0, nblk)
+            _pg_8(n, c, b0, b1, zT[0], zT[0], whT[k], va, vc, v0, v1, nblk, False)
         elif L == 2:
-            _pg2_8(n, c, b0, b1, zT[0], zT[1], whT[k], va, vc, v0, v1, nblk)
+            _pg_8(n, c, b0, b1, zT[0], zT[1], whT[k], va, vc, v0, v1, nblk, True)
         for b in range(min(nblk, B), B):
             w = whT[k, b]
             # L = 1, 2: one fused loop (the operations of the buffered version below).
