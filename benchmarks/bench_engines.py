@@ -25,7 +25,7 @@ bound.
 Usage::
 
     python benchmarks/bench_engines.py            # full grid (10 to 20 minutes on 2 cores)
-    python benchmarks/bench_engines.py --quick    # a subset (about 3 minutes)
+    python benchmarks/bench_engines.py --quick    # a subset (about 2 minutes)
 
 Results: ``benchmarks/results/bench_engines{_quick}.{json,md}``.
 """

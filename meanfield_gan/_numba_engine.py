@@ -258,13 +258,17 @@ def _po_8(n, a, c, b0, b1, z0, z1, out, nblk, two):
 
 
 @njit(**_OPTS)
-def _pc_8(n, gam, alp, b0, b1, p0, p1, w, a0, aK, a1, a2, hp, nblk, two, with_h, minus):
-    """One side of the critic velocity for nodes ``b < nblk`` (see :func:`_part_critic_side`).
+def _sums_8(n, gam, alp, b0, b1, p0, p1, w, a0, aK, a1, a2, hp, nblk, two, with_h, minus):
+    """A velocity's sums over nodes ``b < nblk``, units ``s(gam_i + b0_i p0_b + b1_i p1_b)``.
 
-    ``a0``, ``aK``, ``a1`` (and ``a2`` for K = 2) gain (``minus``: lose) ``sum_b w s``,
-    ``sum_b w s'`` and ``sum_b w s' p_kb``; with ``with_h``,
-    ``hp[k, b] = sum_i alpha_i beta_ik w_b s'_ib``.  ``two`` (K = 2), ``with_h`` and
-    ``minus`` are literal booleans: each variant compiles alone, the other branches pruned.
+    ``a0``, ``aK``, ``a1`` (and ``a2`` when ``two``) gain (``minus``: lose) ``sum_b w s``,
+    ``sum_b w s'``, ``sum_b w s' p0_b`` (and ``sum_b w s' p1_b``); with ``with_h``,
+    ``hp[0, b] = sum_i alp_i b0_i w_b s'_ib`` (and ``hp[1, b]`` with ``b1``).  The same
+    kernel serves one side of the critic velocity (units ``omega_j``, points ``g(z_b)`` or
+    ``x_b``, dimension K; the generated side builds the critic gradient ``hp``) and the
+    generator velocity (units ``theta_ik``, points ``z_b``, dimension L, weights
+    ``w_b h_k(z_b)``).  ``two`` (dimension 2), ``with_h`` and ``minus`` are literal booleans:
+    each variant compiles alone, the other branches pruned.
     """
     for b in range(0, nblk, 8):
         q0, q1, q2, q3, q4, q5, q6, q7 = _get8(p0, b)
@@ -334,41 +338,6 @@ def _pc_8(n, gam, alp, b0, b1, p0, p1, w, a0, aK, a1, a2, hp, nblk, two, with_h,
 
 
 @njit(**_OPTS)
-def _pg_8(n, c, b0, b1, z0, z1, w, va, vc, v0, v1, nblk, two):
-    """Pass 3 for nodes ``b < nblk``: ``va += sum_b w s``, ``vc += sum_b w s'``,
-    ``v0 += sum_b w s' z0_b`` (and ``v1`` for L = 2: ``two``, a literal); ``w`` is the
-    weighted critic gradient."""
-    for b in range(0, nblk, 8):
-        q0, q1, q2, q3, q4, q5, q6, q7 = _get8(z0, b)
-        w0, w1, w2, w3, w4, w5, w6, w7 = _get8(w, b)
-        if two:
-            r0, r1, r2, r3, r4, r5, r6, r7 = _get8(z1, b)
-        else:
-            r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = 0.0
-        for i in range(np.uint64(n)):
-            ci = c[i]
-            bi = b0[i]
-            di = 0.0
-            if two:
-                di = b1[i]
-            ws0, d0 = _wsd(ci + bi * q0 + di * r0, w0)
-            ws1, d1 = _wsd(ci + bi * q1 + di * r1, w1)
-            ws2, d2 = _wsd(ci + bi * q2 + di * r2, w2)
-            ws3, d3 = _wsd(ci + bi * q3 + di * r3, w3)
-            ws4, d4 = _wsd(ci + bi * q4 + di * r4, w4)
-            ws5, d5 = _wsd(ci + bi * q5 + di * r5, w5)
-            ws6, d6 = _wsd(ci + bi * q6 + di * r6, w6)
-            ws7, d7 = _wsd(ci + bi * q7 + di * r7, w7)
-            va[i] += ((ws0 + ws1) + (ws2 + ws3)) + ((ws4 + ws5) + (ws6 + ws7))
-            vc[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
-            v0[i] += (((d0 * q0 + d1 * q1) + (d2 * q2 + d3 * q3))
-                      + ((d4 * q4 + d5 * q5) + (d6 * q6 + d7 * q7)))
-            if two:
-                v1[i] += (((d0 * r0 + d1 * r1) + (d2 * r2 + d3 * r3))
-                          + ((d4 * r4 + d5 * r5) + (d6 * r6 + d7 * r7)))
-
-
-@njit(**_OPTS)
 def _part_gen_output(ch, nch, th, zT, gpart, ubuf):
     """Chunk ``ch`` of pass 1: ``gpart[ch, k, b] = sum_{i in chunk} a_ik s(u_ikb)``."""
     K, L2, N = th.shape
@@ -409,6 +378,11 @@ def _part_gen_output(ch, nch, th, zT, gpart, ubuf):
                 for i in range(n):
                     acc += a[i] * sigmoid(u[i])
             gpart[ch, k, b] = acc
+
+
+# One node at a time (the last B % 8 < 4 nodes, and batches under four nodes): the sums of
+# :func:`_sums_8` for one node, ``sign`` +1 or -1; the ``h`` versions also return the
+# critic-gradient partial sums.  Pass 3 uses _pc1/_pc2 with sign +1.
 
 
 @njit(**_OPTS)
@@ -466,29 +440,6 @@ def _pc2h(n, gam, alp, b0, b1, p0, p1, w, sign, a0, aK, a1, a2):
 
 
 @njit(**_OPTS)
-def _pg1(n, c, b0, z0, w, va, vc, v0):
-    for i in range(np.uint64(n)):
-        s = sigmoid(c[i] + b0[i] * z0)
-        ws = w * s
-        d = ws * (1.0 - s)
-        va[i] += ws
-        vc[i] += d
-        v0[i] += d * z0
-
-
-@njit(**_OPTS)
-def _pg2(n, c, b0, b1, z0, z1, w, va, vc, v0, v1):
-    for i in range(np.uint64(n)):
-        s = sigmoid(c[i] + b0[i] * z0 + b1[i] * z1)
-        ws = w * s
-        d = ws * (1.0 - s)
-        va[i] += ws
-        vc[i] += d
-        v0[i] += d * z0
-        v1[i] += d * z1
-
-
-@njit(**_OPTS)
 def _part_critic_side(om, i0, n, pT, pw, sign, acc, u, dbuf, hp, with_h):
     """Accumulate one side of ``V_omega`` (``sign`` +1: g(z), -1: data) particle by particle.
 
@@ -510,17 +461,17 @@ def _part_critic_side(om, i0, n, pT, pw, sign, acc, u, dbuf, hp, with_h):
     p0 = pT[0]
     p1 = pT[min(1, K - 1)]
     if K == 1 and with_h:
-        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, True, False)
+        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, True, False)
     elif K == 1 and sign > 0:
-        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, False, False)
+        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, False, False)
     elif K == 1:
-        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, False, True)
+        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, False, True)
     elif K == 2 and with_h:
-        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, True, False)
+        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, True, False)
     elif K == 2 and sign > 0:
-        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, False, False)
+        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, False, False)
     elif K == 2:
-        _pc_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, False, True)
+        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, False, True)
     for b in range(min(nblk, B), B):
         w = pw[b]
         # K = 1, 2: one fused loop (the operations of the buffered version below, in order).
@@ -636,17 +587,19 @@ def _part_gen_velocity(ch, nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hste
         B = zT.shape[1]
         nblk = _block_nodes(B, L)
         if L == 1:
-            _pg_8(n, c, b0, b1, zT[0], zT[0], whT[k], va, vc, v0, v1, nblk, False)
+            _sums_8(n, c, a, b0, b1, zT[0], zT[0], whT[k], va, vc, v0, v1, acc, nblk, False,
+                    False, False)
         elif L == 2:
-            _pg_8(n, c, b0, b1, zT[0], zT[1], whT[k], va, vc, v0, v1, nblk, True)
+            _sums_8(n, c, a, b0, b1, zT[0], zT[1], whT[k], va, vc, v0, v1, acc, nblk, True,
+                    False, False)
         for b in range(min(nblk, B), B):
             w = whT[k, b]
             # L = 1, 2: one fused loop (the operations of the buffered version below).
             if L == 1:
-                _pg1(n, c, b0, zT[0, b], w, va, vc, v0)
+                _pc1(n, c, b0, zT[0, b], w, 1.0, va, vc, v0)
                 continue
             if L == 2:
-                _pg2(n, c, b0, b1, zT[0, b], zT[1, b], w, va, vc, v0, v1)
+                _pc2(n, c, b0, b1, zT[0, b], zT[1, b], w, 1.0, va, vc, v0, v1)
                 continue
             for i in range(n):
                 u[i] = c[i]

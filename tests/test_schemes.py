@@ -236,8 +236,9 @@ def test_coincident_critic_particles_stay_bitwise_equal(backend, name):
               "sgd-alternating": mfg.SGD(lr=4.0, n_critic=2, alternating=True),
               "euler": mfg.ProjectedEuler(0.1, 8.0, n_latent=7, n_target=6)}[name]
     problem = _problem(K=2, L=1)
-    # M = 75: in the fast engine's particle layout (SGD with batch 1) index 0 is a SIMD lane
-    # and index M-1 the scalar tail of the loops; the results must still agree bit for bit.
+    # M = 75: the fast engine pads the critic to 80 and splits it into two chunks of 40, whose
+    # loops over particles may end in a remainder loop; index 0 starts the first chunk, index
+    # M-1 sits near the end of the last.  The results must still agree bit for bit.
     N, M = 21, 75
     state = _state(problem, N, M, seed=13)
     om = state.omega
