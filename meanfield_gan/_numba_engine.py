@@ -762,13 +762,13 @@ class Workspace:
     """Preallocated buffers of one problem size (no allocation inside step loops).
 
     Holds the particle-layout copies of the state, zero-padded to :func:`padded` counts (the
-    padding stays zero: no kernel writes it), the velocity and Heun/RMSProp work arrays in
-    that layout, and the per-chunk partial sums.  ``args()`` is passed after the fixed
+    padding stays zero: no kernel writes it), the velocity arrays in that layout (and Heun's or
+    RMSProp's work arrays when ``kind`` is HEUN or RMSPROP), and the per-chunk partial sums.  ``args()`` is passed after the fixed
     arguments of :func:`run_steps`; it ends with the threading choice.
     """
 
     def __init__(self, N: int, M: int, K: int, L: int, Bz: int, Bx: int,
-                 parallel: bool | None = None):
+                 parallel: bool | None = None, kind: int | None = None):
         Np, Mp = padded(N), padded(M)
         cg, cc = n_chunks(Np), n_chunks(Mp)
         if parallel is None:
@@ -788,13 +788,15 @@ class Workspace:
         self.ubuf_c = np.empty((cc, 2, nc))
         self.acc_g = np.empty((cg, L + 2, ng))
         self.acc_c = np.empty((cc, K + 2, nc))
-        # particle layout: state, velocities (and Heun's second stage), RMSProp sums
+        # particle layout: state and velocities; Heun's second stage and RMSProp's sums only
+        # for those schemes (``kind``), empty arrays of the same dimensions otherwise
         st, so = (K, L + 2, Np), (K + 2, Mp)
         self.th, self.om = np.zeros(st), np.zeros(so)
         self.vt, self.vo = np.zeros(st), np.zeros(so)
-        self.vt2, self.vo2 = np.zeros(st), np.zeros(so)
-        self.th2, self.om2 = np.zeros(st), np.zeros(so)
-        self.sq_t, self.sq_o = np.zeros(st), np.zeros(so)
+        heun, rms = kind == HEUN, kind == RMSPROP
+        self.vt2, self.vo2 = np.zeros(st if heun else (0, 0, 0)), np.zeros(so if heun else (0, 0))
+        self.th2, self.om2 = np.zeros(st if heun else (0, 0, 0)), np.zeros(so if heun else (0, 0))
+        self.sq_t, self.sq_o = np.zeros(st if rms else (0, 0, 0)), np.zeros(so if rms else (0, 0))
 
     def args(self) -> tuple:
         return (self.th, self.om, self.vt, self.vo, self.vt2, self.vo2, self.th2, self.om2,

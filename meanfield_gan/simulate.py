@@ -180,7 +180,7 @@ class _NumbaRunner(_Runner):
         B = scheme.batch_size if scheme.stochastic else None
         Bz = B if B else self.zT.shape[1]
         Bx = B if B else self.xT.shape[1]
-        self.ws = ne.Workspace(state.N, state.M, problem.K, problem.L, Bz, Bx)
+        self.ws = ne.Workspace(state.N, state.M, problem.K, problem.L, Bz, Bx, kind=self.kind)
         self._dummy_Z = np.zeros((1, 1, problem.L, 1))
         self._dummy_X = np.zeros((1, 1, problem.K, 1))
 

@@ -174,7 +174,7 @@ def test_projection_is_idempotent_and_keeps_inward_directions(make_config):
     assert changed.any() and np.all(np.abs(omega[changed]) == 1.0) and np.all(p[changed] == 0.0)
 
 
-@pytest.mark.parametrize("Bz,Bx", [(40, 33), (1, 3)])  # node blocks of four, single nodes
+@pytest.mark.parametrize("Bz,Bx", [(40, 33), (1, 3)])  # node blocks of eight, single nodes
 def test_numba_threaded_and_serial_passes_are_bitwise_equal(make_config, Bz, Bx):
     """Chunks depend on the particle counts only: threads change no bit of the result."""
     from meanfield_gan import _numba_engine as ne
