@@ -189,8 +189,6 @@ def _kernels(K: int, L: int, dtype: str, TPB: int) -> SimpleNamespace:
     clip, project = S.clip, S.project
     nbt = numba.from_dtype(np.dtype(dtype))
     zero = _DTYPES[dtype](0)
-    WG = L + 2  # generator row: (a, b (L), c)
-    WC = K + 2  # critic particle: (alpha, beta (K), gamma)
 
     @cuda.jit(device=True)
     def tree(sh, W, X, tid):
@@ -288,78 +286,53 @@ def _kernels(K: int, L: int, dtype: str, TPB: int) -> SimpleNamespace:
             for k in range(K):
                 part[ch, k, b] = sh[k, tid]
 
-    @cuda.jit
-    def crit_vel_part(om, PT, pw, part, X, per):
-        """Per critic particle, over a chunk of nodes with signed weights ``pw``:
-        ``part[ch, j] = (sum w s, sum w s' p_1..K, sum w s')`` (before the factor alpha)."""
-        tid = cuda.threadIdx.x
-        tx = tid % X
-        ty = tid // X
-        Y = TPB // X
-        j = cuda.blockIdx.x * X + tx
-        ch = cuda.blockIdx.y
-        M = om.shape[0]
-        Bt = PT.shape[1]
-        acc = cuda.local.array(WC, nbt)
-        for c in range(WC):
-            acc[c] = zero
-        if j < M:
-            b0 = ch * per
-            b1 = b0 + per
-            if b1 > Bt:
-                b1 = Bt
-            for b in range(b0 + ty, b1, Y):
-                w = pw[b]
-                s = sigmoid(unit_preact(om, j, PT, b, K))
-                acc[0] += w * s
-                d = w * dsigmoid(s)
-                acc[K + 1] += d
-                for k in range(K):
-                    acc[1 + k] += d * PT[k, b]
-        sh = cuda.shared.array((WC, TPB), nbt)
-        for c in range(WC):
-            sh[c, tid] = acc[c]
-        tree(sh, WC, X, tid)
-        if tid < X and j < M:
-            for c in range(WC):
-                part[ch, j, c] = sh[c, tid]
+    def unit_sums_part(D):
+        """A kernel for units of dimension ``D`` (rows of ``P``: amplitude, ``D`` weights, bias)
+        over a chunk of nodes ``PT (D, B)`` with weights ``W[r % W.shape[0], b]``:
+        ``part[ch, r] = (sum w s, sum w s' p_1..D, sum w s')``.  Critic particles over the
+        signed weights ``(zw, -xw)`` (one row; before the factor alpha) and generator rows
+        ``r = (i, k)`` over ``w_b h_k(z_b)`` (K rows; before -1 and -a) are the same sums."""
+        WD = D + 2
 
-    @cuda.jit
-    def gen_vel_part(th, zT, whT, part, X, per):
-        """Per generator row ``r = (i, k)``, over a chunk of nodes with ``whT = w_b h_k(z_b)``:
-        ``part[ch, r] = (sum wh s, sum wh s' z_1..L, sum wh s')`` (before -1 and -a)."""
-        tid = cuda.threadIdx.x
-        tx = tid % X
-        ty = tid // X
-        Y = TPB // X
-        r = cuda.blockIdx.x * X + tx
-        ch = cuda.blockIdx.y
-        R = th.shape[0]
-        Bz = zT.shape[1]
-        acc = cuda.local.array(WG, nbt)
-        for c in range(WG):
-            acc[c] = zero
-        if r < R:
-            k = r % K
-            b0 = ch * per
-            b1 = b0 + per
-            if b1 > Bz:
-                b1 = Bz
-            for b in range(b0 + ty, b1, Y):
-                w = whT[k, b]
-                s = sigmoid(unit_preact(th, r, zT, b, L))
-                acc[0] += w * s
-                d = w * dsigmoid(s)
-                acc[L + 1] += d
-                for l in range(L):
-                    acc[1 + l] += d * zT[l, b]
-        sh = cuda.shared.array((WG, TPB), nbt)
-        for c in range(WG):
-            sh[c, tid] = acc[c]
-        tree(sh, WG, X, tid)
-        if tid < X and r < R:
-            for c in range(WG):
-                part[ch, r, c] = sh[c, tid]
+        @cuda.jit
+        def kernel(P, PT, W, part, X, per):
+            tid = cuda.threadIdx.x
+            tx = tid % X
+            ty = tid // X
+            Y = TPB // X
+            r = cuda.blockIdx.x * X + tx
+            ch = cuda.blockIdx.y
+            R = P.shape[0]
+            Bt = PT.shape[1]
+            acc = cuda.local.array(WD, nbt)
+            for c in range(WD):
+                acc[c] = zero
+            if r < R:
+                wr = r % W.shape[0]
+                b0 = ch * per
+                b1 = b0 + per
+                if b1 > Bt:
+                    b1 = Bt
+                for b in range(b0 + ty, b1, Y):
+                    w = W[wr, b]
+                    s = sigmoid(unit_preact(P, r, PT, b, D))
+                    acc[0] += w * s
+                    d = w * dsigmoid(s)
+                    acc[D + 1] += d
+                    for k in range(D):
+                        acc[1 + k] += d * PT[k, b]
+            sh = cuda.shared.array((WD, TPB), nbt)
+            for c in range(WD):
+                sh[c, tid] = acc[c]
+            tree(sh, WD, X, tid)
+            if tid < X and r < R:
+                for c in range(WD):
+                    part[ch, r, c] = sh[c, tid]
+
+        return kernel
+
+    crit_vel_part = unit_sums_part(K)
+    gen_vel_part = unit_sums_part(L)
 
     @cuda.jit
     def finish(part, P, y, y2, v1, sq, op, sign, h, hh, cl, do_clip, rho, omr, eps, flag,
@@ -439,7 +412,7 @@ def kernel_signatures(dtype: str = "float64") -> dict[str, tuple]:
         "gen_out_part": (A2, A2, A3, i64, i64),
         "reduce_nodes": (A3, t, A2, A2),
         "h_part": (A2, A2, A1, i64, A3, i64, i64),
-        "crit_vel_part": (A2, A2, A1, A3, i64, i64),
+        "crit_vel_part": (A2, A2, A2, A3, i64, i64),
         "gen_vel_part": (A2, A2, A2, A3, i64, i64),
         "finish": (A3, A2, A2, A2, A2, A2, i64, t, t, t, t, i64, t, t, t, numba.int64[::1],
                    i64),
@@ -518,6 +491,7 @@ class _Field:
         self._g_gen = blocks(N * K)
         self.PT = dev(K, Bz + Bx)   # g(z_b) then the data nodes
         self.pw = dev(Bz + Bx)      # their signed weights (zw, -xw)
+        self.pw_row = self.pw.reshape(1, Bz + Bx)  # the same memory, as one row of weights
         self.whT = dev(K, Bz)       # w_b grad f(g(z_b))
         self.clip = f(clip)         # the box's half-width in the working precision
         self.inv_n = f(1.0 / N)
@@ -547,7 +521,7 @@ class _Field:
             self._red[self._g_h, tpb](self.hpart, self.inv_m, self.whT, self.whT)
         if crit is not None:
             kern, grid, X, per = self._cv
-            kern[grid, tpb](om, self.PT, self.pw, self.cpart, X, per)
+            kern[grid, tpb](om, self.PT, self.pw_row, self.cpart, X, per)
             self._finish(self._g_crit, self.cpart, om, self._one, crit, step)
         if gen is not None:
             kern, grid, X, per = self._gv

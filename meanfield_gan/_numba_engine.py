@@ -528,7 +528,6 @@ def _part_critic(ch, nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, ne
     stored or updated (the rest are the zero padding).
     """
     K2, M = om.shape
-    K = K2 - 2
     j0, j1 = _chunk(M, nch, ch)
     n = j1 - j0
     nr = max(0, min(j1, mreal) - j0)

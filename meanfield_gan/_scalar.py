@@ -109,9 +109,9 @@ def build(jit: Callable, exp: Callable, one: float = 1.0) -> SimpleNamespace:
     -------
     SimpleNamespace
         ``sigmoid(u)``, ``dsigmoid(s)`` (``s (1 - s)`` from ``s = sigmoid(u)``),
-        ``unit_preact(P, r, xT, b, D)``, ``clip(v, c)``, ``project(w, v, c)``, and the older
-        ``gen_preact``/``critic_preact``.  They use no ``min``/``max`` builtins: numba's CUDA
-        target cannot type them (their overload takes ``*args``).
+        ``unit_preact(P, r, xT, b, D)``, ``clip(v, c)``, ``project(w, v, c)``.  They use no
+        ``min``/``max`` builtins: numba's CUDA target cannot type them (their overload takes
+        ``*args``).
     """
     zero = one - one  # 0 in the working precision
 
@@ -129,7 +129,7 @@ def build(jit: Callable, exp: Callable, one: float = 1.0) -> SimpleNamespace:
     def unit_preact(P, r, xT, b, D):
         # A unit is a row (amplitude, weights (D), bias): u = weights . x_b + bias.  Critic
         # particles are rows of omega (D = K); generator rows (i, k) are rows of theta viewed
-        # as (N*K, L+2) (D = L).  Same summation order as gen_preact/critic_preact.
+        # as (N*K, L+2) (D = L).
         u = P[r, D + 1]
         for d in range(D):
             u += P[r, 1 + d] * xT[d, b]
@@ -151,22 +151,5 @@ def build(jit: Callable, exp: Callable, one: float = 1.0) -> SimpleNamespace:
             return zero
         return v
 
-    @jit
-    def gen_preact(theta, i, k, zT, b, L):
-        # u_k = b_k . z + c_k for generator particle i (theta[i, k] = (a, b_k, c_k)).
-        u = theta[i, k, L + 1]
-        for l in range(L):
-            u += theta[i, k, 1 + l] * zT[l, b]
-        return u
-
-    @jit
-    def critic_preact(omega, j, xT, b, K):
-        # u = beta . x + gamma for critic particle j (omega[j] = (alpha, beta, gamma)).
-        u = omega[j, K + 1]
-        for k in range(K):
-            u += omega[j, 1 + k] * xT[k, b]
-        return u
-
     return SimpleNamespace(sigmoid=sigmoid, dsigmoid=dsigmoid, unit_preact=unit_preact,
-                           clip=clip, project=project, gen_preact=gen_preact,
-                           critic_preact=critic_preact)
+                           clip=clip, project=project)

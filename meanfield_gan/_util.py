@@ -6,7 +6,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,6 +52,32 @@ def prepare_outdir(outdir: str | os.PathLike) -> Path:
         raise ValueError(f"output: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def write_study_outputs(outdir: str | os.PathLike, stem: str, module: str, doc: Any,
+                        fill_h5: Callable[[Any], None], plot: Callable[[Path], Any]
+                        ) -> dict[str, Path]:
+    """Write a study's ``<stem>.json``, ``<stem>.h5`` and ``<stem>.png`` into ``outdir``.
+
+    ``doc`` goes to the JSON file; ``fill_h5(f)`` fills the open ``h5py.File`` (its root
+    attribute ``creator`` names the package version and ``module``), written under a
+    temporary name and renamed only once complete; ``plot(path)`` draws the figure.  Returns
+    the paths under the keys ``"json"``, ``"h5"``, ``"png"``.
+    """
+    import h5py
+
+    from . import __version__
+
+    out = prepare_outdir(outdir)
+    paths = {ext: out / f"{stem}.{ext}" for ext in ("json", "h5", "png")}
+    write_json(paths["json"], doc)
+    tmp = paths["h5"].with_suffix(".h5.tmp")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["creator"] = f"meanfield_gan {__version__} ({module})"
+        fill_h5(f)
+    os.replace(tmp, paths["h5"])
+    plot(paths["png"])
+    return paths
 
 
 def want_progress(progress: bool | None) -> bool:

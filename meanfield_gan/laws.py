@@ -11,7 +11,7 @@ the same generator state gives the same batch whatever engine consumes it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np

@@ -9,7 +9,7 @@ uninterrupted one would have.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -321,7 +321,7 @@ def simulate(problem: Problem, state: State, scheme, t_end: float, *,
         raise ValueError(f"t_end must be a number, got {t_end!r}") from None
     if not math.isfinite(t_end):
         raise ValueError(f"t_end must be finite, got {t_end!r}")
-    N, M = state.N, state.M
+    N = state.N
     dt = scheme.dt(N)
     step_end = int(round(t_end / dt))
     if step_end < state.step:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from meanfield_gan import bimodal as bm
-from meanfield_gan._util import prepare_outdir, want_progress, write_json
+from meanfield_gan._util import want_progress, write_study_outputs
 from meanfield_gan.parallel import executor_from_scheduler, map_tasks
 
 __all__ = [
@@ -312,12 +312,7 @@ def write_bimodal(study: BimodalStudy, outdir: str | os.PathLike) -> dict[str, P
     """
     import h5py
 
-    out = prepare_outdir(outdir)
-    paths = {"json": out / "bimodal.json", "h5": out / "bimodal.h5", "png": out / "bimodal.png"}
-    write_json(paths["json"], study.to_json())
-    tmp = paths["h5"].with_suffix(".h5.tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["creator"] = "meanfield_gan.studies.bimodal"
+    def fill(f):
         f.attrs["model"] = "MODEL.md section 6: bimodal Gaussian GAN, two-interval discriminators"
         f.attrs["outcome_names"] = np.array(bm.OUTCOMES, dtype=h5py.string_dtype())
         for key, val in asdict(study.config).items():
@@ -332,8 +327,9 @@ def write_bimodal(study: BimodalStudy, outdir: str | os.PathLike) -> dict[str, P
                 sub = grp.create_group(dyn)
                 for key in ("mu", "l", "r", "tv", "outcome"):
                     sub.create_dataset(key, data=s[dyn][key])
-    os.replace(tmp, paths["h5"])
-    plot_bimodal(study, paths["png"])
+
+    paths = write_study_outputs(outdir, "bimodal", "meanfield_gan.studies.bimodal", study.to_json(),
+                                fill, lambda png: plot_bimodal(study, png))
     return paths
 
 

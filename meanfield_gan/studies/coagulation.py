@@ -40,7 +40,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from meanfield_gan import metrics
-from meanfield_gan._util import prepare_outdir, want_progress, write_json
+from meanfield_gan._util import want_progress, write_study_outputs
 from meanfield_gan.config import BACKENDS, RunConfig
 
 import tomllib as _toml  # the package requires Python >= 3.11
@@ -308,17 +308,8 @@ def write_coagulation(result: CoagulationResult, outdir: str | os.PathLike) -> d
     ``t0`` and ``t0_tol`` (NaN when never reached), ``tol``, ``clip``, ``config_toml`` (the
     canonical configuration) and ``creator``.
     """
-    import h5py
 
-    from meanfield_gan import __version__
-
-    out = prepare_outdir(outdir)
-    paths = {"json": out / "coagulation.json", "h5": out / "coagulation.h5",
-             "png": out / "coagulation.png"}
-    write_json(paths["json"], result.to_json())
-    tmp = paths["h5"].with_suffix(".h5.tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["creator"] = f"meanfield_gan {__version__} (meanfield_gan.studies.coagulation)"
+    def fill(f):
         f.attrs["t0"] = np.nan if result.t0 is None else result.t0
         f.attrs["t0_tol"] = np.nan if result.t0_tol is None else result.t0_tol
         f.attrs["tol"] = result.tol
@@ -335,8 +326,9 @@ def write_coagulation(result: CoagulationResult, outdir: str | os.PathLike) -> d
         for k in SERIES:
             g.create_dataset(k, data=result.series[k])
         g.create_dataset("face_fractions", data=result.face_fractions)
-    os.replace(tmp, paths["h5"])
-    plot_coagulation(result, paths["png"])
+
+    paths = write_study_outputs(outdir, "coagulation", "meanfield_gan.studies.coagulation", result.to_json(),
+                                fill, lambda png: plot_coagulation(result, png))
     result.paths = paths
     return paths
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from meanfield_gan import metrics
 from meanfield_gan._reference import critic_output, generator_output
-from meanfield_gan._util import prepare_outdir, want_progress, write_json
+from meanfield_gan._util import want_progress, write_study_outputs
 from meanfield_gan.laws import GaussianMixture, NormalInit, UniformInit
 from meanfield_gan.problem import Problem, initial_state
 from meanfield_gan.schemes import SGD, ProjectedEuler
@@ -550,24 +550,20 @@ def write_mode_collapse(result: ModeCollapseResult, outdir: str | os.PathLike, *
     (T, M, 3), ``psi``, ``samples`` (T, n_samples: ``g(Z_s)``), ``mass_near`` (T, C), ``w1``
     (T,), ``modes`` (C,); attributes ``scale``, ``radius``, ``clip``.
     """
-    import h5py
 
-    out = prepare_outdir(outdir)
-    paths = {"json": out / "mode_collapse.json", "h5": out / "mode_collapse.h5",
-             "png": out / "mode_collapse.png"}
-    write_json(paths["json"], result.to_json())
-    tmp = paths["h5"].with_suffix(".h5.tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["creator"] = "meanfield_gan.studies.modecollapse"
+    def fill(f):
         for k in ("scale", "radius", "clip"):
             f.attrs[k] = getattr(result, k)
         for k in ("times", "theta", "omega", "psi", "samples", "mass_near", "nearest_fraction", "w1",
                   "modes"):
-            f.create_dataset(k, data=getattr(result, k), compression="gzip" if k in ("theta", "omega", "samples") else None)
-    os.replace(tmp, paths["h5"])
-    plot_mode_collapse(result, paths["png"])
+            big = k in ("theta", "omega", "samples")
+            f.create_dataset(k, data=getattr(result, k), compression="gzip" if big else None)
+
+    paths = write_study_outputs(outdir, "mode_collapse", "meanfield_gan.studies.modecollapse",
+                                result.to_json(), fill,
+                                lambda png: plot_mode_collapse(result, png))
     if gif:
-        paths["gif"] = animate_mode_collapse(result, out / "mode_collapse.gif", fps=fps)
+        paths["gif"] = animate_mode_collapse(result, paths["png"].with_suffix(".gif"), fps=fps)
     result.paths = paths
     return paths
 

@@ -48,7 +48,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from meanfield_gan._util import prepare_outdir, to_jsonable, want_progress, write_json
+from meanfield_gan._util import to_jsonable, want_progress, write_study_outputs
 from meanfield_gan.config import ConfigError, LawConfig, ProblemConfig, dumps_toml
 from meanfield_gan.parallel import executor_from_scheduler, map_tasks
 
@@ -965,16 +965,11 @@ def write_rate(result: RateResult, outdir: str | os.PathLike,
     or with :func:`read_rate`. Each extra is a group with its arrays as datasets (``iid/w2``,
     shape (nN, S, T)) and the rest as a JSON string attribute ``json``.
     """
-    import h5py
-
     extras = dict(extras or {})
     summary = result.summary()
     summary.update(_json_extras(extras))
-    out = prepare_outdir(outdir)
-    paths = {"json": out / "rate.json", "h5": out / "rate.h5", "png": out / "rate.png"}
-    tmp = paths["h5"].with_suffix(".h5.tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["creator"] = "meanfield_gan.studies.rate"
+
+    def fill(f):
         f.attrs["config_toml"] = result.config.to_toml()
         f.attrs["distance"] = result.distance
         f.attrs["slope"] = summary["slope"]
@@ -993,9 +988,9 @@ def write_rate(result: RateResult, outdir: str | os.PathLike,
                 if isinstance(v, np.ndarray):
                     g.create_dataset(k, data=v)
             g.attrs["json"] = json.dumps(to_jsonable(_json_extras({name: d})[name]))
-    os.replace(tmp, paths["h5"])
-    write_json(paths["json"], summary)
-    plot_rate(result, paths["png"])
+
+    paths = write_study_outputs(outdir, "rate", "meanfield_gan.studies.rate", summary,
+                                fill, lambda png: plot_rate(result, png))
     return paths
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import brentq
 
-from meanfield_gan._util import prepare_outdir, want_progress, write_json
+from meanfield_gan._util import want_progress, write_study_outputs
 from meanfield_gan.parallel import map_tasks
 
 __all__ = [
@@ -723,14 +723,8 @@ def write_toy(study: ToyStudy, outdir: str | os.PathLike) -> dict[str, Path]:
     attributes are the run's measured and predicted values and the settings. The root's
     ``unconstrained_euler`` group holds the figure's spiral.
     """
-    import h5py
 
-    out = prepare_outdir(outdir)
-    paths = {"json": out / "toy.json", "h5": out / "toy.h5", "png": out / "toy.png"}
-    write_json(paths["json"], study.to_json())
-    tmp = paths["h5"].with_suffix(".h5.tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["creator"] = "meanfield_gan.studies.toy"
+    def fill(f):
         f.attrs["model"] = "MODEL.md section 5: step generator, ReLU critic, logistic latent"
         for key, val in study.settings.items():
             if key not in ("starts", "gamma_c"):
@@ -753,8 +747,9 @@ def write_toy(study: ToyStudy, outdir: str | os.PathLike) -> dict[str, Path]:
         for key, val in study.euler_spiral.items():
             if not isinstance(val, np.ndarray):
                 sp.attrs[key] = val
-    os.replace(tmp, paths["h5"])
-    plot_toy(study, paths["png"])
+
+    paths = write_study_outputs(outdir, "toy", "meanfield_gan.studies.toy", study.to_json(),
+                                fill, lambda png: plot_toy(study, png))
     return paths
 
 
