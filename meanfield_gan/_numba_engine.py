@@ -44,6 +44,7 @@ flags and modes are passed as runtime values, never constants, so each pass comp
 """
 from __future__ import annotations
 
+import math
 import os
 
 # GNU OpenMP (Numba's "omp" threading layer here) spins for up to 300000 iterations at the end
@@ -841,38 +842,21 @@ def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args):
               *ws_args)
 
 
-@njit(**_OPTS)
-def _critic_values(om, mreal, zT, zw, xT, xw, gT, out):
-    """``out[j] = alpha_j (sum_b zw_b s(u_j(g(z_b))) - sum_b xw_b s(u_j(x_b)))``."""
-    K = om.shape[0] - 2
-    for j in range(mreal):
-        gamma = om[K + 1, j]
-        acc = 0.0
-        for b in range(zT.shape[1]):
-            u = gamma
-            for k in range(K):
-                u += om[1 + k, j] * gT[k, b]
-            acc += zw[b] * sigmoid(u)
-        for b in range(xT.shape[1]):
-            u = gamma
-            for k in range(K):
-                u += om[1 + k, j] * xT[k, b]
-            acc -= xw[b] * sigmoid(u)
-        out[j] = om[0, j] * acc
-
-
 def energy(theta, omega, zT, zw, xT, xw) -> float:
-    """``Psi = sum_b zw_b f(g(z_b)) - sum_b xw_b f(x_b)``, summed in a fixed order."""
+    """``Psi = sum_b zw_b f(g(z_b)) - sum_b xw_b f(x_b)`` through the compiled velocity.
+
+    The alpha-component of the critic velocity is ``V_alpha(omega_j) = sum_b zw_b
+    s(u_j(g(z_b))) - sum_b xw_b s(u_j(x_b))``, so ``Psi = (1/M) sum_j alpha_j V_alpha(omega_j)``:
+    one velocity evaluation (threaded, fused, compiled once for both), then a correctly
+    rounded sum (``math.fsum``) that no thread count or BLAS can change.
+    """
     N, K, L2 = theta.shape
     M = omega.shape[0]
-    ws = Workspace(N, M, K, L2 - 2, zT.shape[1], xT.shape[1], parallel=False)
-    _to_particle_layout(theta, omega, ws.th, ws.om)
-    cg = ws.gpart.shape[0]
-    _pass1_ser(cg, ws.th, zT, ws.gpart, ws.ubuf_g)
-    _reduce(ws.gpart, 1.0 / N, ws.gT)
-    vals = np.empty(M)
-    _critic_values(ws.om, M, zT, zw, xT, xw, ws.gT, vals)
-    return float(np.sum(vals) / M)
+    ws = Workspace(N, M, K, L2 - 2, zT.shape[1], xT.shape[1])
+    vt = np.empty_like(theta)
+    vo = np.empty_like(omega)
+    velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws.args())
+    return math.fsum(omega[:, 0] * vo[:, 0]) / M
 
 
 # ======================================================================================
