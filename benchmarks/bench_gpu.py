@@ -126,19 +126,6 @@ def array_sgd_step(xp, theta, omega, zT, zw, xT, xw, dt, gdt, clip):
 # --------------------------------------------------------------------------------------
 
 
-def _rate(advance, min_time: float, max_steps: int) -> tuple[float, int, float]:
-    """Steps per second of ``advance(n)`` (synchronous): grow ``n`` until a call lasts
-    ``min_time`` seconds or reaches ``max_steps``.  Returns ``(steps/s, n, seconds)``."""
-    n = 1
-    while True:
-        t0 = time.perf_counter()
-        advance(n)
-        el = time.perf_counter() - t0
-        if el >= min_time or n >= max_steps:
-            return n / el, n, el
-        n = min(max_steps, max(2 * n, int(1.2 * n * min_time / max(el, 1e-6))))
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
@@ -300,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from meanfield_gan import _cuda_engine as ce
 
+    from bench_engines import steps_per_second  # the same timing rule as the CPU benchmark
+
     why = ce.unavailable_reason()
     if why is not None:
         print(f"bench_gpu: no usable CUDA GPU: {why}. Nothing to measure, exiting.")
@@ -372,8 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     adv = _torch_advance(torch_mod, prob, state, sgd, Zs, Xs, dtype)
                     ex = model
-                adv(1)  # compile / warm up
-                rate, n, secs = _rate(adv, args.min_time, max_steps)
+                # (steps_per_second warms up, grows n to min_time, keeps the best of 3)
+                rate, n = steps_per_second(adv, args.min_time, 3, max_steps)
+                secs = n / rate
                 bnd = bound.get(dtype, {}).get("in_register") if engine != "numba-cpu" else None
                 row = dict(engine=engine, dtype=dtype, N=N, M=M, B=B, steps_per_s=rate,
                            timed_steps=n, seconds=secs, model_sigmoids_per_s=rate * model,

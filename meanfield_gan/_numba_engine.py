@@ -76,8 +76,9 @@ _project = _S.project
 MAX_CHUNKS = 32
 #: Particle counts are padded to a multiple of this (the AVX-512 vector of float64).
 PAD = 8
-#: Scheme codes of :func:`run_steps` (VELOCITY: store both velocity fields, no step).
-EULER, HEUN, SGD, SGD_ALT, RMSPROP, VELOCITY = 0, 1, 2, 3, 4, 5
+#: Scheme codes of :func:`run_steps` (VELOCITY: store both velocity fields, no step;
+#: CRITIC_VELOCITY: the critic's only, without the generator pass).
+EULER, HEUN, SGD, SGD_ALT, RMSPROP, VELOCITY, CRITIC_VELOCITY = 0, 1, 2, 3, 4, 5, 6
 #: Steps (velocity evaluations) with fewer sigmoid evaluations than this run on one thread:
 #: measured on 2 cores, SGD with batch 1 at N = M = 1e3 (4e3 sigmoids) is faster serially,
 #: at N = M = 5e3 (2e4) threaded.
@@ -763,8 +764,9 @@ class Workspace:
 
     Holds the particle-layout copies of the state, zero-padded to :func:`padded` counts (the
     padding stays zero: no kernel writes it), the velocity arrays in that layout (and Heun's or
-    RMSProp's work arrays when ``kind`` is HEUN or RMSPROP), and the per-chunk partial sums.  ``args()`` is passed after the fixed
-    arguments of :func:`run_steps`; it ends with the threading choice.
+    RMSProp's work arrays when ``kind`` is HEUN or RMSPROP), and the per-chunk partial sums.
+    ``args()`` is passed after the fixed arguments of :func:`run_steps`; it ends with the
+    threading choice.
     """
 
     def __init__(self, N: int, M: int, K: int, L: int, Bz: int, Bx: int,
@@ -828,16 +830,18 @@ def _from_particle_layout(thS, omS, theta, omega):
             omega[j, d] = omS[d, j]
 
 
-def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args):
+def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args, critic_only=False):
     """Both velocity fields of ``(theta, omega)`` into ``vt``, ``vo``; inputs unchanged.
 
-    ``ws_args`` is ``Workspace(...).args()``.  Runs :func:`run_steps` with the VELOCITY code,
-    so the public ``velocity`` and ``simulate`` share one compiled entry point (half the
-    first-compile time of two).
+    ``ws_args`` is ``Workspace(...).args()``.  Runs :func:`run_steps` with the VELOCITY code
+    (CRITIC_VELOCITY with ``critic_only``: ``vt`` is then not computed), so the public
+    ``velocity`` and ``simulate`` share one compiled entry point (half the first-compile time
+    of two).
     """
     K = omega.shape[1] - 2
     L = theta.shape[2] - 2
-    run_steps(VELOCITY, theta, omega, 1, zT, zw, xT, xw, np.zeros((1, 1, L, 1)),
+    kind = CRITIC_VELOCITY if critic_only else VELOCITY
+    run_steps(kind, theta, omega, 1, zT, zw, xT, xw, np.zeros((1, 1, L, 1)),
               np.zeros((1, 1, K, 1)), 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, theta, omega, vt, vo,
               *ws_args)
 
@@ -847,15 +851,15 @@ def energy(theta, omega, zT, zw, xT, xw) -> float:
 
     The alpha-component of the critic velocity is ``V_alpha(omega_j) = sum_b zw_b
     s(u_j(g(z_b))) - sum_b xw_b s(u_j(x_b))``, so ``Psi = (1/M) sum_j alpha_j V_alpha(omega_j)``:
-    one velocity evaluation (threaded, fused, compiled once for both), then a correctly
-    rounded sum (``math.fsum``) that no thread count or BLAS can change.
+    passes 1 and 2 of a velocity evaluation (threaded, fused, compiled once for both), then a
+    correctly rounded sum (``math.fsum``) that no thread count or BLAS can change.
     """
     N, K, L2 = theta.shape
     M = omega.shape[0]
     ws = Workspace(N, M, K, L2 - 2, zT.shape[1], xT.shape[1])
     vt = np.empty_like(theta)
     vo = np.empty_like(omega)
-    velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws.args())
+    velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws.args(), critic_only=True)
     return math.fsum(omega[:, 0] * vo[:, 0]) / M
 
 
@@ -973,19 +977,21 @@ def run_steps(kind, theta, omega, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit
     (``(K, m)``) with uniform weights ``zw``/``xw`` of length ``m``.  ``dt`` is the generator
     step, ``gdt = gamma_c dt`` the simultaneous critic step, ``crit_dt`` the step of each
     alternating critic update; ``sq_t``, ``sq_o`` are RMSProp's running means (updated in
-    place).  With kind VELOCITY both velocity fields go to ``vt_out``, ``vo_out`` and nothing
-    moves.  The arguments from ``th`` on are :meth:`Workspace.args`: the state is copied to
-    the padded particle layout, stepped there and copied back (also after a NaN/Inf stop).
+    place).  With kind VELOCITY both velocity fields go to ``vt_out``, ``vo_out`` (with
+    CRITIC_VELOCITY only ``vo_out``) and nothing moves.  The arguments from ``th`` on are
+    :meth:`Workspace.args`: the state is copied to the padded particle layout, stepped there
+    and copied back (also after a NaN/Inf stop).
     Returns the number of steps taken (fewer if NaN/Inf appeared).
     """
     N = theta.shape[0]
     M = omega.shape[0]
     _to_particle_layout(theta, omega, th, om)
-    if kind == VELOCITY:
+    if kind == VELOCITY or kind == CRITIC_VELOCITY:
         yes = n_steps >= -1  # not literals (see _steps)
+        need_vt = kind == VELOCITY
         store = kind * 0 + _STORE
-        _field(N, M, th, om, zT, zw, xT, xw, vt, vo, yes, yes, store, 0.0, 0.0, 1.0, sqtS, sqoS,
-               0.0, 1.0, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, par)
+        _field(N, M, th, om, zT, zw, xT, xw, vt, vo, need_vt, yes, store, 0.0, 0.0, 1.0, sqtS,
+               sqoS, 0.0, 1.0, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, par)
         _from_particle_layout(vt, vo, vt_out, vo_out)
         return 1
     if kind == RMSPROP:
