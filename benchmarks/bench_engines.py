@@ -50,8 +50,9 @@ import numba  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
 import meanfield_gan as mfg  # noqa: E402
-from meanfield_gan import _numba_engine as ne  # noqa: E402
-from meanfield_gan.simulate import _NumbaRunner, _NumpyRunner  # noqa: E402
+from meanfield_gan.engines import _numba as ne  # noqa: E402
+from meanfield_gan.engines._numba import NumbaRunner as _NumbaRunner  # noqa: E402
+from meanfield_gan.engines.reference import NumpyRunner as _NumpyRunner  # noqa: E402
 
 ENGINES = ("numpy", "numba", "torch", "torch.compile", "jax")
 CLIP = 1.0

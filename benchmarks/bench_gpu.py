@@ -189,7 +189,7 @@ def _sigmoid_bound(ce, dtype: str, n_elems: int, n_threads: int, reps: int) -> d
 
 def _checks(ce, mfg, K: int, L: int, torch_mod, small: bool = False) -> dict:
     """Agreement with the NumPy reference on the GPU (before any timing)."""
-    from meanfield_gan import _reference
+    from meanfield_gan.engines import reference as _reference
 
     rng = np.random.default_rng(1)
     N, M, Bz, Bx = (12, 9, 7, 5) if small else (300, 200, 257, 129)
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     global cuda
     from numba import cuda
 
-    from meanfield_gan import _cuda_engine as ce
+    from meanfield_gan.engines import _cuda as ce
 
     from bench_engines import steps_per_second  # the same timing rule as the CPU benchmark
 
@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import meanfield_gan as mfg
 
-    sim_mod = importlib.import_module("meanfield_gan.simulate")
+    sim_mod = importlib.import_module("meanfield_gan.driver")
+    from meanfield_gan.engines._numba import NumbaRunner
     torch_mod = None
     if not args.no_torch and not simulated:
         try:
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                     adv = _runner_advance(ce.make_runner(prob, state, sgd, dtype=dtype), Zs, Xs)
                     ex = executed
                 elif engine == "numba-cpu":
-                    adv = _runner_advance(sim_mod._NumbaRunner(prob, state, sgd), Zs, Xs)
+                    adv = _runner_advance(NumbaRunner(prob, state, sgd), Zs, Xs)
                     ex = model
                 else:
                     adv = _torch_advance(torch_mod, prob, state, sgd, Zs, Xs, dtype)

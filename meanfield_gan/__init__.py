@@ -13,12 +13,12 @@ Quick start::
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import fitting, metrics  # noqa: F401  (mfg.metrics.w2_squared, ...)
-from .config import RunConfig, load_config
-from .core import energy, project_velocity, velocity
-from .laws import (
+from ._version import __version__
+from .core import critic_output, energy, generator_output, project_velocity, velocity
+from .driver import NonFiniteError, Trajectory, simulate
+from .io.config import RunConfig, load_config
+from .model.laws import (
     DiracMixture,
     EmpiricalData,
     GaussianMixture,
@@ -28,23 +28,23 @@ from .laws import (
     Uniform,
     UniformInit,
 )
-from .problem import Problem, State, initial_state
-from .schemes import SGD, ProjectedEuler, ProjectedHeun, RMSProp, wgan_scales
-from .simulate import NonFiniteError, Trajectory, simulate
+from .model.problem import Problem, State, initial_state
+from .model.schemes import SGD, Adam, ProjectedEuler, ProjectedHeun, RMSProp, wgan_scales
 
 
 def load(path, **kwargs):
-    """Read a run written by ``meanfield-gan run`` (see :func:`meanfield_gan.h5md.load`)."""
-    from .h5md import load as _load
+    """Read a run written by ``meanfield-gan run`` (see :func:`meanfield_gan.io.h5md.load`)."""
+    from .io.h5md import load as _load
 
     return _load(path, **kwargs)
 
 
 __all__ = [
-    "__version__", "velocity", "project_velocity", "energy", "metrics", "fitting", "load",
+    "__version__", "velocity", "project_velocity", "energy", "generator_output",
+    "critic_output", "metrics", "fitting", "load",
     "load_config", "RunConfig",
     "Problem", "State", "initial_state", "simulate", "Trajectory", "NonFiniteError",
-    "SGD", "RMSProp", "ProjectedEuler", "ProjectedHeun", "wgan_scales",
+    "SGD", "RMSProp", "Adam", "ProjectedEuler", "ProjectedHeun", "wgan_scales",
     "GaussianMixture", "DiracMixture", "EmpiricalData", "StandardNormal", "StandardLogistic",
     "Uniform", "NormalInit", "UniformInit",
 ]

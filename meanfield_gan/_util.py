@@ -66,7 +66,7 @@ def write_study_outputs(outdir: str | os.PathLike, stem: str, module: str, doc: 
     """
     import h5py
 
-    from . import __version__
+    from ._version import __version__
 
     out = prepare_outdir(outdir)
     paths = {ext: out / f"{stem}.{ext}" for ext in ("json", "h5", "png")}

@@ -15,7 +15,7 @@ from typing import Sequence
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("meanfield_gan.runfile", "run a TOML configuration and write an H5MD trajectory file"),
+    "run": ("meanfield_gan.io.runfile", "run a TOML configuration and write an H5MD trajectory file"),
     "rate": ("meanfield_gan.studies.rate", "the C/N convergence-rate study of SGD to the WGAN-PDE"),
     "toy": ("meanfield_gan.studies.toy", "the explicit periodic example (step generator, ReLU critic)"),
     "coagulation": ("meanfield_gan.studies.coagulation", "coagulation of the critic at the boundary of the box"),

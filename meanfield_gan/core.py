@@ -1,38 +1,98 @@
-"""The public model functions of API.md: :func:`velocity`, :func:`project_velocity`, :func:`energy`.
+"""The public model functions of API.md: :func:`velocity`, :func:`project_velocity`,
+:func:`energy`, :func:`generator_output`, :func:`critic_output`.
 
 They validate, dispatch to an engine and return; the arithmetic lives in
-:mod:`meanfield_gan._reference` (NumPy), :mod:`meanfield_gan._numba_engine` and
-:mod:`meanfield_gan._cuda_engine`.
+:mod:`meanfield_gan.engines.reference` (NumPy), :mod:`meanfield_gan.engines._numba` and
+:mod:`meanfield_gan.engines._cuda`.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import _reference
-from .problem import check_clip, check_nodes, check_particles
+from ._validation import check_nodes, check_omega, check_particles, clip_value, finite_array
+from .engines import BACKENDS, check_backend
+from .engines import reference as _reference
 
-__all__ = ["velocity", "project_velocity", "energy", "BACKENDS", "check_backend"]
-
-BACKENDS = ("numpy", "numba", "cuda")
-
-
-def check_backend(backend: str) -> str:
-    """Validate an engine name (``numpy``, ``numba`` or ``cuda``)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    return backend
+__all__ = ["velocity", "project_velocity", "energy", "generator_output", "critic_output",
+           "BACKENDS", "check_backend"]
 
 
-def _numba_velocity(theta, omega, z, zw, x, xw):
-    from . import _numba_engine as ne
+def _engine(backend: str):
+    """The engine module of a backend (imported on first use)."""
+    check_backend(backend)
+    if backend == "numpy":
+        return _reference
+    if backend == "numba":
+        from .engines import _numba
 
-    N, K, L2 = theta.shape
-    ws = ne.Workspace(N, omega.shape[0], K, L2 - 2, len(zw), len(xw))
-    vt = np.empty_like(theta)
-    vo = np.empty_like(omega)
-    ne.velocity_into(theta, omega, np.ascontiguousarray(z.T), zw, np.ascontiguousarray(x.T), xw,
-                     vt, vo, *ws.args())
-    return vt, vo
+        return _numba
+    from .engines import _cuda
+
+    return _cuda
+
+
+def generator_output(theta, z, backend: str = "numpy") -> np.ndarray:
+    """The generator ``g_mu(z_b) = (1/N) sum_i sigma(z_b; theta_i)`` (MODEL.md section 1).
+
+    Parameters
+    ----------
+    theta : ndarray, shape (N, K, L+2)
+        Generator particles.
+    z : ndarray, shape (B, L)
+        Latent points.
+    backend : {"numpy", "numba", "cuda"}
+        Engine (``"cuda"`` evaluates with Numba on the CPU: outputs are diagnostics).
+
+    Returns
+    -------
+    ndarray, shape (B, K)
+    """
+    check_backend(backend)
+    theta = finite_array(theta, "theta", 3)
+    if theta.shape[0] < 1 or theta.shape[1] < 1 or theta.shape[2] < 3:
+        raise ValueError(f"theta must have shape (N, K, L+2) with N, K, L >= 1; got {theta.shape}")
+    L = theta.shape[2] - 2
+    z = finite_array(z, "z", 2)
+    if z.shape[1] != L or z.shape[0] < 1:
+        raise ValueError(f"z must have shape (B, L) = (B, {L}) with B >= 1; got {z.shape}")
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    z = np.ascontiguousarray(z, dtype=np.float64)
+    if backend == "numpy":
+        return _reference.generator_output(theta, z)
+    from .engines import _numba
+
+    return _numba.generator_output(theta, z)
+
+
+def critic_output(omega, x, backend: str = "numpy") -> np.ndarray:
+    """The critic ``f_nu(x_b) = (1/M) sum_j alpha_j s(beta_j . x_b + gamma_j)`` (MODEL.md 1).
+
+    Parameters
+    ----------
+    omega : ndarray, shape (M, K+2)
+        Critic particles.
+    x : ndarray, shape (B, K)
+        Points.
+    backend : {"numpy", "numba", "cuda"}
+        Engine (``"cuda"`` evaluates with Numba on the CPU).
+
+    Returns
+    -------
+    ndarray, shape (B,)
+    """
+    check_backend(backend)
+    omega = check_omega(omega)
+    K = omega.shape[1] - 2
+    x = finite_array(x, "x", 2)
+    if x.shape[1] != K or x.shape[0] < 1:
+        raise ValueError(f"x must have shape (B, K) = (B, {K}) with B >= 1; got {x.shape}")
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if backend == "numpy":
+        return _reference.critic_output(omega, x)
+    from .engines import _numba
+
+    # A critic is a generator with one output row: f_nu = g for theta = omega[:, None, :].
+    return _numba.generator_output(omega[:, None, :], x)[:, 0]
 
 
 def velocity(theta, omega, z, z_weights, x, x_weights, backend: str = "numba"
@@ -66,13 +126,7 @@ def velocity(theta, omega, z, z_weights, x, x_weights, backend: str = "numba"
     check_backend(backend)
     theta, omega, K, L = check_particles(theta, omega)
     z, zw, x, xw = check_nodes(z, z_weights, x, x_weights, K, L)
-    if backend == "numpy":
-        return _reference.velocity(theta, omega, z, zw, x, xw)
-    if backend == "numba":
-        return _numba_velocity(theta, omega, z, zw, x, xw)
-    from . import _cuda_engine
-
-    return _cuda_engine.velocity(theta, omega, z, zw, x, xw)
+    return _engine(backend).velocity(theta, omega, z, zw, x, xw)
 
 
 def project_velocity(omega, v_omega, clip: float) -> np.ndarray:
@@ -93,7 +147,7 @@ def project_velocity(omega, v_omega, clip: float) -> np.ndarray:
     ndarray, shape (M, K+2)
         The projected velocity (a new array).
     """
-    clip = check_clip(clip)
+    clip = clip_value(clip)
     omega = np.asarray(omega, dtype=np.float64)
     v = np.asarray(v_omega, dtype=np.float64)
     if omega.ndim != 2 or omega.shape[1] < 3:
@@ -124,6 +178,6 @@ def energy(theta, omega, z, z_weights, x, x_weights, backend: str = "numpy") -> 
     z, zw, x, xw = check_nodes(z, z_weights, x, x_weights, K, L)
     if backend == "numpy":
         return _reference.energy(theta, omega, z, zw, x, xw)
-    from . import _numba_engine as ne
+    from .engines import _numba as ne
 
     return ne.energy(theta, omega, np.ascontiguousarray(z.T), zw, np.ascontiguousarray(x.T), xw)

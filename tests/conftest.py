@@ -3,7 +3,7 @@
 ``backend`` is parametrised over ``"numpy"``, ``"numba"`` and ``"cuda"``; ``engine`` over the
 fast engines only (``"numba"``, ``"cuda"``), for tests that compare an engine against the
 NumPy reference.  The CUDA engine is optional: its parameter is skipped unless
-``meanfield_gan._cuda_engine`` imports and reports itself usable (a GPU, or the simulator
+``meanfield_gan.engines._cuda`` imports and reports itself usable (a GPU, or the simulator
 under ``NUMBA_ENABLE_CUDASIM=1``).  The check runs lazily, when a cuda-parametrised test
 first asks for it, so importing this file never imports ``numba.cuda`` (a test module may
 still set ``NUMBA_ENABLE_CUDASIM`` before that happens).
@@ -22,9 +22,9 @@ BACKENDS = ("numpy", "numba", "cuda")
 @lru_cache(maxsize=1)
 def _cuda_status() -> tuple[bool, str]:
     try:
-        mod = importlib.import_module("meanfield_gan._cuda_engine")
+        mod = importlib.import_module("meanfield_gan.engines._cuda")
     except ImportError as exc:  # module not written yet, or numba.cuda unavailable
-        return False, f"meanfield_gan._cuda_engine not importable ({exc})"
+        return False, f"meanfield_gan.engines._cuda not importable ({exc})"
     for name in ("is_available", "available"):
         check = getattr(mod, name, None)
         if callable(check):

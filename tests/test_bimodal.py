@@ -10,7 +10,7 @@ import pytest
 from scipy.integrate import quad
 from scipy.optimize import brentq
 
-from meanfield_gan import bimodal as bm
+from meanfield_gan.models import bimodal as bm
 from meanfield_gan.cli import main
 from meanfield_gan.studies.bimodal import BimodalConfig, run_bimodal
 

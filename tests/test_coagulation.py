@@ -11,7 +11,7 @@ import pytest
 import meanfield_gan as mfg
 from meanfield_gan import metrics
 from meanfield_gan.cli import main
-from meanfield_gan.config import dumps_toml, load_config
+from meanfield_gan.io.config import dumps_toml, load_config
 from meanfield_gan.studies.coagulation import (
     DEFAULT_CONFIG,
     load_coagulation_config,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import meanfield_gan as mfg
-from meanfield_gan.config import (
+from meanfield_gan.io.config import (
     ConfigError,
     RunConfig,
     default_config_path,

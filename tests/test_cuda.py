@@ -103,10 +103,10 @@ def _sim_main() -> dict:
     from conftest import random_config
 
     import meanfield_gan as mfg
-    from meanfield_gan import _cuda_engine as ce
-    from meanfield_gan import _reference
+    from meanfield_gan.engines import _cuda as ce
+    from meanfield_gan.engines import reference as _reference
 
-    sim_mod = importlib.import_module("meanfield_gan.simulate")
+    sim_mod = importlib.import_module("meanfield_gan.driver")
     out: dict = {"available": ce.is_available()}
 
     vel = []
@@ -187,7 +187,7 @@ def _sim_main() -> dict:
     # NaN arithmetic warns (in the simulator's threads, which np.errstate does not reach).
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        done["numpy"] = sim_mod._NumpyRunner(prob1, st1, sgd).advance(n, Zs, Xs)
+        done["numpy"] = _reference.NumpyRunner(prob1, st1, sgd).advance(n, Zs, Xs)
         for name, o in [("cuda", dict(check_every=2)), ("cuda_every_32", {}),
                         ("cuda32", dict(check_every=4, dtype="float32"))]:
             r = ce.make_runner(prob1, st1, sgd, threads_per_block=8, **o)
@@ -225,7 +225,7 @@ def _types_main() -> dict:
     from numba.cuda.compiler import compile_cuda
     from numba.cuda.cudadrv import nvvm
 
-    from meanfield_gan import _cuda_engine as ce
+    from meanfield_gan.engines import _cuda as ce
 
     ptx = nvvm.is_available()
     res = {"ptx": ptx, "kernels": {}}
@@ -249,7 +249,7 @@ def _nogpu_main() -> dict:
 
     prob = mfg.Problem(K=1, L=1, target=mfg.GaussianMixture([[-1.0], [1.0]], 0.3))
     st = mfg.initial_state(prob, N=4, M=3, seed=0)
-    from meanfield_gan import _numba_engine  # noqa: F401  (imports numba, not numba.cuda)
+    from meanfield_gan.engines import _numba  # noqa: F401  (imports numba, not numba.cuda)
 
     mfg.simulate(prob, st, mfg.SGD(), 2 * mfg.SGD().dt(4), backend="numpy")
     z, zw, x, xw = prob.quadrature(3, 2)
@@ -259,7 +259,7 @@ def _nogpu_main() -> dict:
     from numba import cuda
 
     cuda.is_available = lambda: False  # as on a machine without a GPU
-    from meanfield_gan import _cuda_engine as ce
+    from meanfield_gan.engines import _cuda as ce
 
     before = st.theta.copy()
     msgs = {}

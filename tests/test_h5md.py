@@ -11,10 +11,10 @@ import pytest
 import xarray
 
 import meanfield_gan as mfg
-from meanfield_gan.config import dumps_toml, loads_config
-from meanfield_gan.h5md import H5MDWriter, critic_labels, generator_labels, load, read_checkpoint
-from meanfield_gan.runfile import run_config
-from meanfield_gan.simulate import record_steps
+from meanfield_gan.io.config import dumps_toml, loads_config
+from meanfield_gan.io.h5md import H5MDWriter, critic_labels, generator_labels, load, read_checkpoint
+from meanfield_gan.io.runfile import run_config
+from meanfield_gan.driver import record_steps
 
 K, L, N, M = 2, 1, 5, 3
 

@@ -9,7 +9,7 @@ import pytest
 
 import meanfield_gan as mfg
 from meanfield_gan import metrics
-from meanfield_gan._reference import generator_output
+from meanfield_gan.engines.reference import generator_output
 from meanfield_gan.studies.modecollapse import (
     mode_collapse_problem,
     plot_frame,

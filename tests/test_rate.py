@@ -9,10 +9,10 @@ import pytest
 
 from meanfield_gan import metrics
 from meanfield_gan.cli import main
-from meanfield_gan.config import ConfigError
-from meanfield_gan.problem import initial_state
-from meanfield_gan.schemes import SGD, ProjectedEuler
-from meanfield_gan.simulate import simulate
+from meanfield_gan.io.config import ConfigError
+from meanfield_gan.model.problem import initial_state
+from meanfield_gan.model.schemes import SGD, ProjectedEuler
+from meanfield_gan.driver import simulate
 from meanfield_gan.studies.rate import (
     _INIT,
     _rng,

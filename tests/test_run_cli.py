@@ -17,9 +17,9 @@ import pytest
 
 import meanfield_gan as mfg
 from meanfield_gan.cli import main
-from meanfield_gan.config import dumps_toml, load_config
-from meanfield_gan.h5md import H5MDWriter
-from meanfield_gan.runfile import run_config
+from meanfield_gan.io.config import dumps_toml, load_config
+from meanfield_gan.io.h5md import H5MDWriter
+from meanfield_gan.io.runfile import run_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,12 +105,12 @@ def test_bad_command_line(tmp_path, capsys):
     assert "output: -o/--output RUN.h5 is required" in _one_line_error(capsys)
     assert not out.exists()
     assert main(["run", "--example"]) == 0
-    assert load_config(mfg.config.default_config_path()).text == capsys.readouterr().out
+    assert load_config(mfg.io.config.default_config_path()).text == capsys.readouterr().out
 
 
 def _cuda_usable() -> bool:
     try:
-        importlib.import_module("meanfield_gan._cuda_engine")
+        importlib.import_module("meanfield_gan.engines._cuda")
         from numba import cuda
 
         return bool(cuda.is_available())
@@ -294,10 +294,10 @@ def test_resume_without_checkpoint_restarts_and_missing_file_starts(tmp_path):
 # NaN / Inf
 # ------------------------------------------------------------------------------------------
 def test_non_finite_particles_stop_the_run_keeping_the_last_good_state(tmp_path, capsys, monkeypatch):
-    sim = importlib.import_module("meanfield_gan.simulate")  # the module, not mfg.simulate
+    sim_ref = importlib.import_module("meanfield_gan.engines.reference")
 
     bad_step = 7
-    real = sim._NumpyRunner.advance
+    real = sim_ref.NumpyRunner.advance
 
     def advance(self, n, Zs, Xs):
         # the real engine one step at a time; step `bad_step` produces a NaN
@@ -310,7 +310,7 @@ def test_non_finite_particles_stop_the_run_keeping_the_last_good_state(tmp_path,
                 return s
         return n
 
-    monkeypatch.setattr(sim._NumpyRunner, "advance", advance)
+    monkeypatch.setattr(sim_ref.NumpyRunner, "advance", advance)
     cfg = _write(tmp_path, lambda d: d["run"].update(record=16, checkpoint_every=3))  # every step
     out = tmp_path / "nan.h5"
     assert main(["run", str(cfg), "-o", str(out)]) == 1

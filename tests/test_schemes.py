@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import meanfield_gan as mfg
-from meanfield_gan.simulate import CHUNK_STEPS, draw_batches
+from meanfield_gan.driver import CHUNK_STEPS, draw_batches
 
 CLIP = 0.8
 

@@ -92,13 +92,24 @@ def test_unknown_backend(func):
         getattr(mfg, func)(*_good().values(), backend="torch")
 
 
-@pytest.mark.parametrize("clip", [0.0, -1.0, np.nan, np.inf, "wide", None])
+@pytest.mark.parametrize("clip", [0.0, -1.0, np.nan, -np.inf, "wide", True])
 def test_bad_clip(clip):
     good = _good()
     with pytest.raises(ValueError, match=_names("clip")):
         mfg.project_velocity(good["omega"], good["omega"], clip)
     with pytest.raises(ValueError, match=_names("clip")):
         mfg.Problem(K, L, mfg.DiracMixture([[0.0] * K]), clip=clip)
+
+
+@pytest.mark.parametrize("clip", [np.inf, None])
+def test_no_box(clip):
+    """``clip = inf`` (or None) is no box: nothing is projected, the problem says so."""
+    good = _good()
+    v = np.full_like(good["omega"], 3.0)
+    om = np.full_like(good["omega"], 1e6)
+    np.testing.assert_array_equal(mfg.project_velocity(om, v, clip), v)
+    problem = mfg.Problem(K, L, mfg.DiracMixture([[0.0] * K]), clip=clip)
+    assert problem.clip == np.inf and not problem.has_box
 
 
 @pytest.mark.parametrize("omega,v,match", [

@@ -177,7 +177,7 @@ def test_projection_is_idempotent_and_keeps_inward_directions(make_config):
 @pytest.mark.parametrize("Bz,Bx", [(40, 33), (1, 3)])  # node blocks of eight, single nodes
 def test_numba_threaded_and_serial_passes_are_bitwise_equal(make_config, Bz, Bx):
     """Chunks depend on the particle counts only: threads change no bit of the result."""
-    from meanfield_gan import _numba_engine as ne
+    from meanfield_gan.engines import _numba as ne
 
     theta, omega, z, zw, x, xw = make_config(21, 2, 2, 300, 260, Bz, Bx)
     out = []

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from meanfield_gan import bimodal as bm
+from meanfield_gan.models import bimodal as bm
 from meanfield_gan._util import want_progress, write_study_outputs
 from meanfield_gan.parallel import executor_from_scheduler, map_tasks
 

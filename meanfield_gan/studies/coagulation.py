@@ -23,7 +23,7 @@ Euler clips each coordinate to exactly ``+-clip``, so the particles that reach t
 coincide exactly, and coincident particles stay bitwise equal (same inputs, same arithmetic):
 the number of distinct critic positions can only decrease.
 
-The configuration file is an ordinary run configuration (:mod:`meanfield_gan.config`, the
+The configuration file is an ordinary run configuration (:mod:`meanfield_gan.io.config`, the
 format of ``meanfield-gan run``), so the same file also runs under ``meanfield-gan run``.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 
 from meanfield_gan import metrics
 from meanfield_gan._util import want_progress, write_study_outputs
-from meanfield_gan.config import BACKENDS, RunConfig
+from meanfield_gan.io.config import BACKENDS, RunConfig
 
 import tomllib as _toml  # the package requires Python >= 3.11
 
@@ -263,7 +263,7 @@ def run_coagulation(
         raise ValueError("reference: the coagulation study runs no reference scheme")
     clip = config.problem.clip
     t = _check_tol(tol, clip)
-    from meanfield_gan.simulate import simulate
+    from meanfield_gan.driver import simulate
 
     problem, state, scheme = config.build()
     rs = config.run

@@ -32,11 +32,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from meanfield_gan import metrics
-from meanfield_gan._reference import critic_output, generator_output
+from meanfield_gan.core import critic_output, generator_output
 from meanfield_gan._util import want_progress, write_study_outputs
-from meanfield_gan.laws import GaussianMixture, NormalInit, UniformInit
-from meanfield_gan.problem import Problem, initial_state
-from meanfield_gan.schemes import SGD, ProjectedEuler
+from meanfield_gan.model.laws import GaussianMixture, NormalInit, UniformInit
+from meanfield_gan.model.problem import Problem, initial_state
+from meanfield_gan.model.schemes import SGD, ProjectedEuler
 
 __all__ = [
     "ModeCollapseResult",
@@ -284,7 +284,7 @@ def simulate_mode_collapse(
         ``w1_dirac_at_mode`` (W1 of a Dirac at each mode, the value of a full collapse),
         ``max_generated_std`` and the target's own ``target_mass_near``.
     """
-    from meanfield_gan.simulate import simulate
+    from meanfield_gan.driver import simulate
 
     problem = mode_collapse_problem(modes, scale, clip=clip, generator_loc=generator_loc,
                                     generator_scale=generator_scale,

@@ -49,7 +49,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from meanfield_gan._util import to_jsonable, want_progress, write_study_outputs
-from meanfield_gan.config import ConfigError, LawConfig, ProblemConfig, dumps_toml
+from meanfield_gan.io.config import ConfigError, LawConfig, ProblemConfig, dumps_toml
 from meanfield_gan.parallel import executor_from_scheduler, map_tasks
 
 import tomllib as _toml  # the package requires Python >= 3.11
@@ -259,7 +259,7 @@ class RateConfig:
 
     def problem_instance(self):
         """The :class:`meanfield_gan.Problem` of this configuration."""
-        from meanfield_gan.problem import Problem
+        from meanfield_gan.model.problem import Problem
 
         try:
             return Problem(K=self.problem.K, L=self.problem.L, target=self.problem.target.build(),
@@ -502,9 +502,9 @@ def rate_task(task: RateTask) -> dict[str, Any]:
         ``"sgd_seeds"`` (R,); ``"seconds"``.
     """
     from meanfield_gan import metrics
-    from meanfield_gan.problem import initial_state
-    from meanfield_gan.schemes import SGD, ProjectedEuler
-    from meanfield_gan.simulate import boundary_fraction, simulate
+    from meanfield_gan.model.problem import initial_state
+    from meanfield_gan.model.schemes import SGD, ProjectedEuler
+    from meanfield_gan.driver import boundary_fraction, simulate
 
     t0 = time.perf_counter()
     cfg, N, s = task.config, int(task.N), int(task.index)
@@ -787,9 +787,9 @@ def run_euler_order(config: RateConfig, progress: bool | None = None) -> dict:
         ``"touches_boundary"``, ``"boundary_fraction"`` (reference, at ``t_end``).
     """
     from meanfield_gan import metrics
-    from meanfield_gan.problem import initial_state
-    from meanfield_gan.schemes import ProjectedEuler, ProjectedHeun
-    from meanfield_gan.simulate import boundary_fraction, simulate
+    from meanfield_gan.model.problem import initial_state
+    from meanfield_gan.model.schemes import ProjectedEuler, ProjectedHeun
+    from meanfield_gan.driver import boundary_fraction, simulate
 
     eo = config.euler_order
     problem = config.problem_instance()
@@ -846,9 +846,9 @@ def _iid_times(cfg: RateConfig) -> list[float]:
 def iid_task(task: IidTask) -> dict[str, Any]:
     """Projected Euler from ``N`` i.i.d. particles; exact ``W_2^2`` to the reference at each time."""
     from meanfield_gan import metrics
-    from meanfield_gan.problem import initial_state
-    from meanfield_gan.schemes import ProjectedEuler
-    from meanfield_gan.simulate import simulate
+    from meanfield_gan.model.problem import initial_state
+    from meanfield_gan.model.schemes import ProjectedEuler
+    from meanfield_gan.driver import simulate
 
     cfg, N, s = task.config, int(task.N), int(task.index)
     iid = cfg.iid
@@ -888,9 +888,9 @@ def run_iid_study(config: RateConfig, executor: Executor | str | None = None,
     The reference's own sampling error puts a floor under the measured distances, which
     flattens the fitted exponent at ``N`` close to ``N_ref``.
     """
-    from meanfield_gan.problem import initial_state
-    from meanfield_gan.schemes import ProjectedEuler
-    from meanfield_gan.simulate import simulate
+    from meanfield_gan.model.problem import initial_state
+    from meanfield_gan.model.schemes import ProjectedEuler
+    from meanfield_gan.driver import simulate
 
     iid = config.iid
     problem = config.problem_instance()

@@ -3,7 +3,7 @@
 The configuration (see ``meanfield_gan/data/default.toml``, printed by ``meanfield-gan run
 --example``) is validated in full before any file is created. The run appends a record of
 both networks and the observables at every record time, and a checkpoint every
-``run.checkpoint_every`` steps (see :mod:`meanfield_gan.h5md` for the layout).
+``run.checkpoint_every`` steps (see :mod:`meanfield_gan.io.h5md` for the layout).
 
 ``--resume`` continues an interrupted run: it checks that the configuration equals the one
 stored in the file, drops the records taken after the newest checkpoint, and continues from
@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._util import want_progress
+from .._util import want_progress
 from .config import BACKENDS, RunConfig, _toml, default_config_path, load_config
-from .problem import State
+from ..model.problem import State
 
 __all__ = ["RunOutcome", "run_config", "configure_parser", "cli_main"]
 
@@ -87,7 +87,7 @@ def _check_backend_available(backend: str, problem, state: State, scheme) -> Non
     """
     if backend != "cuda":
         return
-    from .simulate import simulate
+    from ..driver import simulate
 
     try:
         simulate(problem, state, scheme, state.time, backend="cuda", observables=False,
@@ -111,7 +111,7 @@ class _Recorder:
         self.dt = dt
 
     def _advance_reference(self, step: int) -> State:
-        from .simulate import NonFiniteError, simulate
+        from ..driver import NonFiniteError, simulate
 
         target = step * self.ref.refine
         if self.ref_state.step != target:
@@ -131,7 +131,7 @@ class _Recorder:
                observables: dict[str, float]) -> None:
         obs = dict(observables)
         if self.ref is not None:
-            from .metrics import pair_distance
+            from ..metrics import pair_distance
 
             rs = self._advance_reference(step)
             obs["d2_squared"] = pair_distance(theta, omega, rs.theta, rs.omega, self.ref.distance)
@@ -155,7 +155,7 @@ def run_config(cfg: RunConfig, output: str | os.PathLike, *, resume: bool = Fals
     Parameters
     ----------
     cfg : RunConfig
-        A validated configuration (:func:`meanfield_gan.config.load_config`).
+        A validated configuration (:func:`meanfield_gan.io.config.load_config`).
     output : path-like
         The run file.
     resume : bool
@@ -186,7 +186,7 @@ def run_config(cfg: RunConfig, output: str | os.PathLike, *, resume: bool = Fals
     import h5py
 
     from . import h5md
-    from .simulate import NonFiniteError, record_steps, simulate
+    from ..driver import NonFiniteError, record_steps, simulate
 
     log = log or (lambda s: None)
     if resume and overwrite:
@@ -327,7 +327,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def cli_main(args: argparse.Namespace) -> int:
     """Run ``meanfield-gan run``; returns the exit status."""
-    from .simulate import NonFiniteError
+    from ..driver import NonFiniteError
 
     if args.example:
         sys.stdout.write(default_config_path().read_text(encoding="utf-8"))
@@ -370,7 +370,7 @@ def cli_main(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main(["run", *sys.argv[1:]]))
+if __name__ == "__main__":  # pragma: no cover  (``python -m meanfield_gan.io.runfile``)
+    _parser = argparse.ArgumentParser(prog="meanfield-gan run")
+    configure_parser(_parser)
+    sys.exit(cli_main(_parser.parse_args()))

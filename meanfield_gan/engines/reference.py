@@ -1,12 +1,14 @@
 """The readable NumPy reference of MODEL.md sections 1-2: the ground truth of every test.
 
 Written for clarity, not speed: it forms the ``(N, B, K)`` and ``(B, M)`` arrays the fast
-engines avoid. Inputs are assumed validated (see :mod:`meanfield_gan.problem`).
+engines avoid. Inputs are assumed validated (see :mod:`meanfield_gan._validation`).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.special import expit as sigmoid
+
+from .base import Runner
 
 
 def _split_theta(theta: np.ndarray):
@@ -109,3 +111,85 @@ def project_velocity(omega: np.ndarray, v: np.ndarray, clip: float) -> np.ndarra
     out = v.copy()
     out[((omega >= clip) & (v > 0)) | ((omega <= -clip) & (v < 0))] = 0.0
     return out
+
+
+# --------------------------------------------------------------------------------------
+# the reference step runner: one Python iteration per step, one function per step rule
+# --------------------------------------------------------------------------------------
+
+
+def _vel(theta, omega, zT, zw, xT, xw):
+    return velocity(theta, omega, np.ascontiguousarray(zT.T), zw, np.ascontiguousarray(xT.T), xw)
+
+
+def _rms(y, h, v, sq, rho, eps):
+    sq *= rho
+    sq += (1.0 - rho) * v * v
+    y += h * v / (np.sqrt(sq) + eps)
+
+
+def _euler_like(r, s, Zs, Xs, rms=False):
+    """Projected Euler (quadrature), simultaneous SGD and RMSProp (batch ``s``)."""
+    th, om, c = r.theta, r.omega, r.clip
+    z, x = (r.zT, r.xT) if Zs is None else (Zs[s, 0], Xs[s, 0])
+    vt, vo = _vel(th, om, z, r.zw, x, r.xw)
+    if rms:
+        rho, eps = r.hyper["rho"], r.hyper["eps"]
+        _rms(th, r.dt, vt, r.opt["theta_sq"], rho, eps)
+        _rms(om, r.gdt, vo, r.opt["omega_sq"], rho, eps)
+    else:
+        th += r.dt * vt
+        om += r.gdt * vo
+    np.clip(om, -c, c, out=om)
+
+
+def _heun(r, s, Zs, Xs):
+    th, om, c = r.theta, r.omega, r.clip
+    vt, vo = _vel(th, om, r.zT, r.zw, r.xT, r.xw)
+    vo = project_velocity(om, vo, c)
+    th2 = th + r.dt * vt
+    om2 = np.clip(om + r.gdt * vo, -c, c)
+    vt2, vo2 = _vel(th2, om2, r.zT, r.zw, r.xT, r.xw)
+    vo2 = project_velocity(om2, vo2, c)
+    th += 0.5 * r.dt * (vt + vt2)
+    om += 0.5 * r.gdt * (vo + vo2)
+    np.clip(om, -c, c, out=om)
+
+
+def _sgd_alternating(r, s, Zs, Xs):
+    th, om, c = r.theta, r.omega, r.clip
+    n_critic = Xs.shape[1]
+    for k in range(n_critic):
+        _, vo = _vel(th, om, Zs[s, k], r.zw, Xs[s, k], r.xw)
+        om += r.crit_dt * vo
+        np.clip(om, -c, c, out=om)
+    vt, _ = _vel(th, om, Zs[s, n_critic], r.zw, Xs[s, 0], r.xw)
+    th += r.dt * vt
+
+
+#: One function per step rule (``Scheme.rule``): ``rule(runner, s, Zs, Xs)`` takes step ``s``.
+RULES = {
+    "euler": _euler_like,
+    "sgd": _euler_like,
+    "rmsprop": lambda r, s, Zs, Xs: _euler_like(r, s, Zs, Xs, rms=True),
+    "heun": _heun,
+    "sgd_alt": _sgd_alternating,
+}
+
+
+class NumpyRunner(Runner):
+    """The reference engine: the update rules of MODEL.md section 3, one step at a time."""
+
+    def __init__(self, problem, state, scheme):
+        super().__init__(problem, state, scheme)
+        try:
+            self._rule = RULES[self.rule]
+        except KeyError:
+            raise ValueError(f"the numpy engine has no step rule {self.rule!r}") from None
+
+    def advance(self, n: int, Zs, Xs) -> int:
+        for s in range(n):
+            self._rule(self, s, Zs, Xs)
+            if not (np.all(np.isfinite(self.theta)) and np.all(np.isfinite(self.omega))):
+                return s
+        return n

@@ -38,7 +38,7 @@ optimiser state, step, time and any extra states such as the reference run's) an
 set to 0 and flushed, the arrays written and flushed, then ``valid = 1`` and the step are set and
 flushed. A process killed mid-write therefore leaves the other slot's checkpoint intact; readers
 take the valid slot with the largest step. The random state needs no storage: SGD batches of
-step ``k`` depend only on ``(seed, k)`` (see :mod:`meanfield_gan.simulate`), so the step and the
+step ``k`` depend only on ``(seed, k)`` (see :mod:`meanfield_gan.driver`), so the step and the
 seed stored in ``parameters`` suffice to continue bitwise identically.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ from typing import Any, Iterable, Mapping
 import h5py
 import numpy as np
 
-from .problem import State
+from ..model.problem import State
 
 __all__ = [
     "H5MD_VERSION",
@@ -76,7 +76,7 @@ _COMPRESSION = dict(compression="gzip", compression_opts=4, shuffle=True)
 
 
 def _package_version() -> str:
-    from . import __version__
+    from .._version import __version__
 
     return __version__
 

@@ -264,7 +264,7 @@ class TargetConfig:
         return d
 
     def build(self):
-        from .laws import DiracMixture, EmpiricalData, GaussianMixture
+        from ..model.laws import DiracMixture, EmpiricalData, GaussianMixture
 
         if self.kind == "gaussian_mixture":
             return GaussianMixture(np.array(self.means), np.array(self.scales),
@@ -326,7 +326,7 @@ class LatentConfig:
         return {"kind": self.kind}
 
     def build(self, L: int):
-        from .laws import StandardLogistic, StandardNormal, Uniform
+        from ..model.laws import StandardLogistic, StandardNormal, Uniform
 
         return {"normal": StandardNormal, "logistic": StandardLogistic, "uniform": Uniform}[self.kind](L)
 
@@ -394,7 +394,7 @@ class LawConfig:
         return {"kind": "uniform", "low": self.low, "high": self.high}
 
     def build(self):
-        from .laws import NormalInit, UniformInit
+        from ..model.laws import NormalInit, UniformInit
 
         if self.kind == "normal":
             return NormalInit(self.loc, self.scale)
@@ -496,7 +496,7 @@ class SchemeConfig:
                 if getattr(self, k) is not None}
 
     def build(self):
-        from .schemes import SGD, ProjectedEuler, ProjectedHeun, RMSProp
+        from ..model.schemes import SGD, ProjectedEuler, ProjectedHeun, RMSProp
 
         if self.kind == "sgd":
             return SGD(self.lr, self.n_critic, self.batch_size, self.alternating)
@@ -592,7 +592,7 @@ class ReferenceConfig:
 
     def build(self, scheme, N: int, M: int):
         """The reference scheme matching ``scheme``'s ``dt(N) / refine`` and ``gamma_c(N, M)``."""
-        from .schemes import ProjectedEuler, ProjectedHeun
+        from ..model.schemes import ProjectedEuler, ProjectedHeun
 
         cls = ProjectedEuler if self.kind == "euler" else ProjectedHeun
         return cls(scheme.dt(N) / self.refine, scheme.gamma_c(N, M), self.n_latent, self.n_target)
@@ -673,7 +673,7 @@ class RunConfig:
 
         The initial state is drawn with ``init.seed``; the batches of the run use ``run.seed``.
         """
-        from .problem import Problem, initial_state
+        from ..model.problem import Problem, initial_state
 
         p = self.problem
         try:
@@ -740,7 +740,7 @@ def load_config(path: str | os.PathLike) -> RunConfig:
 
 def default_config_path() -> Path:
     """Path of the documented example configuration shipped with the package."""
-    return Path(__file__).with_name("data") / "default.toml"
+    return Path(__file__).resolve().parent.parent / "data" / "default.toml"
 
 
 # ------------------------------------------------------------------------------------------

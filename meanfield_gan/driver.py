@@ -1,4 +1,5 @@
-"""The driver: :func:`simulate` runs a scheme from a state to ``t_end`` on any engine.
+"""The driver: :func:`simulate` runs a scheme from a state to ``t_end`` on any engine (the one
+time loop of the package: record times, SGD batches, checkpoints, progress).
 
 Randomness. SGD batches are drawn on the host, in chunks of :data:`CHUNK_STEPS` steps; chunk
 ``c`` of a run with seed ``s`` uses its own generator ``PCG64(SeedSequence(s, spawn_key=(c,)))``.
@@ -14,10 +15,11 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from . import _reference
-from .core import check_backend, energy
-from .problem import Problem, State, check_particles
-from .schemes import SGD, ProjectedEuler, ProjectedHeun, RMSProp
+from ._validation import check_particles, positive_int
+from .core import energy
+from .engines import check_backend, make_runner
+from .model.problem import Problem, State
+from .model.schemes import SGD, Scheme
 
 __all__ = ["simulate", "Trajectory", "NonFiniteError", "draw_batches", "CHUNK_STEPS",
            "record_steps", "boundary_fraction"]
@@ -112,147 +114,6 @@ def draw_batches(problem: Problem, scheme: SGD, seed: int, chunk: int
 
 
 # --------------------------------------------------------------------------------------
-# engines' step runners
-# --------------------------------------------------------------------------------------
-
-
-def _kind(scheme) -> int:
-    from . import _numba_engine as ne
-
-    if isinstance(scheme, ProjectedHeun):
-        return ne.HEUN
-    if isinstance(scheme, ProjectedEuler):
-        return ne.EULER
-    if isinstance(scheme, RMSProp):
-        return ne.RMSPROP
-    if isinstance(scheme, SGD):
-        return ne.SGD_ALT if scheme.alternating else ne.SGD
-    raise ValueError(f"scheme must be SGD, RMSProp, ProjectedEuler or ProjectedHeun; got {scheme!r}")
-
-
-class _Runner:
-    """Common set-up of the step runners: scales, quadrature, batch weights, RMSProp state."""
-
-    def __init__(self, problem: Problem, state: State, scheme):
-        self.kind = _kind(scheme)
-        self.scheme = scheme
-        self.clip = problem.clip
-        N, M = state.N, state.M
-        self.dt = scheme.dt(N)
-        self.gdt = scheme.gamma_c(N, M) * self.dt
-        self.crit_dt = scheme.critic_dt(M) if isinstance(scheme, SGD) else self.gdt
-        self.rho = getattr(scheme, "rho", 0.0)
-        self.eps = getattr(scheme, "eps", 1.0)
-        if scheme.stochastic:
-            m = scheme.batch_size
-            self.zw = np.full(m, 1.0 / m)
-            self.xw = np.full(m, 1.0 / m)
-            self.zT = np.zeros((problem.L, 1))
-            self.xT = np.zeros((problem.K, 1))
-        else:
-            z, zw, x, xw = problem.quadrature(scheme.n_latent, scheme.n_target)
-            self.zT, self.zw = np.ascontiguousarray(z.T), zw
-            self.xT, self.xw = np.ascontiguousarray(x.T), xw
-        self.theta = state.theta.copy()
-        self.omega = state.omega.copy()
-        if isinstance(scheme, RMSProp):
-            self.sq_t = state.opt.get("theta_sq", np.zeros_like(self.theta)).copy()
-            self.sq_o = state.opt.get("omega_sq", np.zeros_like(self.omega)).copy()
-        else:
-            self.sq_t = np.zeros((1, 1, 1))
-            self.sq_o = np.zeros((1, 1))
-
-    def opt_state(self) -> dict[str, np.ndarray]:
-        if isinstance(self.scheme, RMSProp):
-            return {"theta_sq": self.sq_t.copy(), "omega_sq": self.sq_o.copy()}
-        return {}
-
-    def particles(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.theta, self.omega
-
-
-class _NumbaRunner(_Runner):
-    def __init__(self, problem, state, scheme):
-        super().__init__(problem, state, scheme)
-        from . import _numba_engine as ne
-
-        self._ne = ne
-        B = scheme.batch_size if scheme.stochastic else None
-        Bz = B if B else self.zT.shape[1]
-        Bx = B if B else self.xT.shape[1]
-        self.ws = ne.Workspace(state.N, state.M, problem.K, problem.L, Bz, Bx, kind=self.kind)
-        self._dummy_Z = np.zeros((1, 1, problem.L, 1))
-        self._dummy_X = np.zeros((1, 1, problem.K, 1))
-
-    def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None) -> int:
-        return int(self._ne.run_steps(
-            self.kind, self.theta, self.omega, n, self.zT, self.zw, self.xT, self.xw,
-            self._dummy_Z if Zs is None else Zs, self._dummy_X if Xs is None else Xs,
-            self.dt, self.gdt, self.crit_dt, self.clip, self.rho, self.eps, self.sq_t, self.sq_o,
-            self.theta, self.omega, *self.ws.args()))
-
-
-class _NumpyRunner(_Runner):
-    """The reference engine: the same update rules, one Python iteration per step."""
-
-    def _vel(self, theta, omega, z, zw, x, xw):
-        return _reference.velocity(theta, omega, np.ascontiguousarray(z.T), zw,
-                                   np.ascontiguousarray(x.T), xw)
-
-    def _rms(self, y, h, v, sq):
-        sq *= self.rho
-        sq += (1.0 - self.rho) * v * v
-        y += h * v / (np.sqrt(sq) + self.eps)
-
-    def advance(self, n: int, Zs, Xs) -> int:
-        from . import _numba_engine as ne
-
-        th, om, c = self.theta, self.omega, self.clip
-        for s in range(n):
-            if self.kind in (ne.EULER, ne.SGD, ne.RMSPROP):
-                z, x = (self.zT, self.xT) if self.kind == ne.EULER else (Zs[s, 0], Xs[s, 0])
-                vt, vo = self._vel(th, om, z, self.zw, x, self.xw)
-                if self.kind == ne.RMSPROP:
-                    self._rms(th, self.dt, vt, self.sq_t)
-                    self._rms(om, self.gdt, vo, self.sq_o)
-                else:
-                    th += self.dt * vt
-                    om += self.gdt * vo
-                np.clip(om, -c, c, out=om)
-            elif self.kind == ne.HEUN:
-                vt, vo = self._vel(th, om, self.zT, self.zw, self.xT, self.xw)
-                vo = _reference.project_velocity(om, vo, c)
-                th2 = th + self.dt * vt
-                om2 = np.clip(om + self.gdt * vo, -c, c)
-                vt2, vo2 = self._vel(th2, om2, self.zT, self.zw, self.xT, self.xw)
-                vo2 = _reference.project_velocity(om2, vo2, c)
-                th += 0.5 * self.dt * (vt + vt2)
-                om += 0.5 * self.gdt * (vo + vo2)
-                np.clip(om, -c, c, out=om)
-            else:
-                n_critic = Xs.shape[1]
-                for k in range(n_critic):
-                    _, vo = self._vel(th, om, Zs[s, k], self.zw, Xs[s, k], self.xw)
-                    om += self.crit_dt * vo
-                    np.clip(om, -c, c, out=om)
-                vt, _ = self._vel(th, om, Zs[s, n_critic], self.zw, Xs[s, 0], self.xw)
-                th += self.dt * vt
-            if not (np.all(np.isfinite(th)) and np.all(np.isfinite(om))):
-                return s
-        return n
-
-
-def _make_runner(backend: str, problem, state, scheme, **kw):
-    if backend == "numpy":
-        return _NumpyRunner(problem, state, scheme)
-    if backend == "numba":
-        return _NumbaRunner(problem, state, scheme)
-    from . import _cuda_engine
-
-    return _cuda_engine.make_runner(problem, state, scheme, **kw)
-
-
-# --------------------------------------------------------------------------------------
 # the driver
 # --------------------------------------------------------------------------------------
 
@@ -314,7 +175,9 @@ def simulate(problem: Problem, state: State, scheme, t_end: float, *,
     check_backend(backend)
     theta, omega, _, _ = check_particles(state.theta, state.omega, problem.K, problem.L)
     state = State(theta, omega, int(state.step), float(state.time), dict(state.opt))
-    _kind(scheme)
+    if not isinstance(scheme, Scheme):
+        raise ValueError(f"scheme must be a scheme object (mfg.SGD, mfg.RMSProp, "
+                         f"mfg.ProjectedEuler, ...); got {scheme!r}")
     try:
         t_end = float(t_end)
     except (TypeError, ValueError):
@@ -326,8 +189,8 @@ def simulate(problem: Problem, state: State, scheme, t_end: float, *,
     step_end = int(round(t_end / dt))
     if step_end < state.step:
         raise ValueError(f"t_end={t_end} lies before the state's time {state.time}")
-    if checkpoint_every is not None and (int(checkpoint_every) != checkpoint_every or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    if checkpoint_every is not None:
+        checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
     rsteps = record_steps(record, dt, state.step, step_end)
     stops = set(rsteps.tolist())
     if checkpoint_every:
@@ -335,7 +198,7 @@ def simulate(problem: Problem, state: State, scheme, t_end: float, *,
         stops.add(step_end)
     stops = np.array(sorted(s for s in stops if s > state.step), dtype=np.int64)
 
-    runner = _make_runner(backend, problem, state, scheme, **engine_options)
+    runner = make_runner(backend, problem, state, scheme, **engine_options)
     quad = problem.quadrature() if observables else None
     rec_set = set(rsteps.tolist())
     times, steps, thetas, omegas = [], [], [], []

@@ -17,6 +17,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from scipy import special, stats
 
+from .._validation import positive_int
+
 __all__ = [
     "Law",
     "StandardNormal",
@@ -98,9 +100,7 @@ def _per_dim_nodes(n: int, dim: int) -> int:
 
 
 def _check_n(n: int, name: str = "n") -> int:
-    if int(n) != n or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return int(n)
+    return positive_int(n, name)
 
 
 # --------------------------------------------------------------------------------------

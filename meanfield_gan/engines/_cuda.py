@@ -8,7 +8,7 @@ CUDA simulator stands in for the GPU (slowly: it is for tests).
 Design
 ------
 * The per-pair maths (sigmoid, ``s'``, the pre-activation of a unit, clipping, the
-  tangent-cone projection) comes from :func:`meanfield_gan._scalar.build`, compiled here with
+  tangent-cone projection) comes from :func:`meanfield_gan.engines._scalar.build`, compiled here with
   ``cuda.jit(device=True)`` and a clamped ``math.exp``; the CPU engine compiles the same
   ``build`` with ``njit`` and ``exp_poly``, so the engines evaluate the same expressions.
 * Generator particles live on the device as ``(N*K, L+2)`` rows ``(a_k, b_k, c_k)`` (the
@@ -36,7 +36,7 @@ Design
   by ``tests/test_cuda.py``).  Host arrays returned are always float64.
 * The update of each scheme is applied element-wise by the kernel that finishes the
   reduction (``OP_*`` codes), mirroring ``_NumbaRunner``/``_NumpyRunner`` of
-  :mod:`meanfield_gan.simulate` operation for operation.  A non-finite particle coordinate
+  :mod:`meanfield_gan.engines._numba` operation for operation.  A non-finite particle coordinate
   writes the step's index into a device flag, read back every ``check_every`` steps.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ import numpy as np
 from numba import cuda
 
 from . import _scalar
-from .simulate import _Runner
+from .base import Runner
 
 __all__ = ["CUDAUnavailableError", "is_available", "unavailable_reason", "require_gpu",
            "velocity", "make_runner", "CudaRunner", "kernel_signatures", "sigmoid_count"]
@@ -569,10 +569,10 @@ def velocity(theta: np.ndarray, omega: np.ndarray, z: np.ndarray, zw: np.ndarray
 # --------------------------------------------------------------------------------------
 
 
-class CudaRunner(_Runner):
+class CudaRunner(Runner):
     """Advances a state on the GPU with the update rules of ``_NumbaRunner``.
 
-    Set-up (scales, quadrature, batch weights, RMSProp state) is :class:`_Runner`'s; the
+    Set-up (scales, quadrature, batch weights, RMSProp state) is :class:`~meanfield_gan.engines.base.Runner`'s; the
     particles, the optimiser state and the quadrature are copied to the device once.
     ``advance(n, Zs, Xs)`` copies the block of SGD batches ``Zs (n, slots, L, m)``,
     ``Xs (n, slots, K, m)`` to the device once and runs ``n`` steps without synchronising,
@@ -585,9 +585,11 @@ class CudaRunner(_Runner):
         require_gpu()
         o = _check_options(options)
         super().__init__(problem, state, scheme)
-        from . import _numba_engine as ne
-
-        self._ne = ne
+        if self.rule not in RULES:
+            raise ValueError(f"the cuda engine has no step rule {self.rule!r}")
+        self.rho = self.hyper.get("rho", 0.0)
+        self.eps = self.hyper.get("eps", 1.0)
+        self.sq_t, self.sq_o = self.opt.get("theta_sq"), self.opt.get("omega_sq")
         N, M, K, L = state.N, state.M, problem.K, problem.L
         self.shape = (N, K, L + 2)
         B = scheme.batch_size if scheme.stochastic else None
@@ -604,14 +606,14 @@ class CudaRunner(_Runner):
         self.d_zT = to(self.zT)
         self.d_xT = to(self.xT)
         d = fld.dummy
-        if self.kind == ne.RMSPROP:
+        if self.rule == "rmsprop":
             self.d_sqt = to(self.sq_t.reshape(N * K, L + 2))
             self.d_sqo = to(self.sq_o)
         else:
             self.d_sqt = self.d_sqo = d
         # The device holds the state from here on: drop the host copies, which would go stale.
-        self.theta = self.omega = self.sq_t = self.sq_o = None
-        if self.kind == ne.HEUN:
+        self.theta = self.omega = self.sq_t = self.sq_o = self.opt = None
+        if self.rule == "heun":
             self.d_th2 = cuda.device_array_like(self.d_th)
             self.d_om2 = cuda.device_array_like(self.d_om)
             self.d_v1t = cuda.device_array_like(self.d_th)
@@ -622,17 +624,17 @@ class CudaRunner(_Runner):
         rho, omr, eps = f(self.rho), f(1.0 - self.rho), f(self.eps)
         dt, gdt, cdt = f(self.dt), f(self.gdt), f(self.crit_dt)
         # finish() specs: (op, y, y2, v1, sq, h, hh, do_clip, rho, omr, eps)
-        if self.kind == ne.RMSPROP:
+        if self.rule == "rmsprop":
             self._crit = (OP_RMS, self.d_om, d, d, self.d_sqo, gdt, z0, 1, rho, omr, eps)
             self._gen = (OP_RMS, self.d_th, d, d, self.d_sqt, dt, z0, 0, rho, omr, eps)
-        elif self.kind == ne.HEUN:
+        elif self.rule == "heun":
             self._crit1 = (OP_HEUN1, self.d_om, self.d_om2, self.d_v1o, d, gdt, z0, 1, z0, z0, z0)
             self._gen1 = (OP_HEUN1, self.d_th, self.d_th2, self.d_v1t, d, dt, z0, 0, z0, z0, z0)
             self._crit2 = (OP_HEUN2, self.d_om, d, self.d_v1o, d, z0, f(0.5 * self.gdt), 1, z0,
                            z0, z0)
             self._gen2 = (OP_HEUN2, self.d_th, d, self.d_v1t, d, z0, f(0.5 * self.dt), 0, z0,
                           z0, z0)
-        elif self.kind == ne.SGD_ALT:
+        elif self.rule == "sgd_alt":
             self._crit = (OP_AXPY, self.d_om, d, d, d, cdt, z0, 1, z0, z0, z0)
             self._gen = (OP_AXPY, self.d_th, d, d, d, dt, z0, 0, z0, z0, z0)
         else:  # EULER, SGD: theta += dt v_theta;  omega = clip(omega + gamma_c dt v_omega)
@@ -640,22 +642,28 @@ class CudaRunner(_Runner):
             self._gen = (OP_AXPY, self.d_th, d, d, d, dt, z0, 0, z0, z0, z0)
 
     def _step(self, s: int, dZ, dX, step: int) -> None:
-        ne, fld = self._ne, self.field
-        th, om = self.d_th, self.d_om
-        kind = self.kind
-        if kind == ne.EULER:
-            fld.evaluate(th, om, self.d_zT, self.d_xT, self._crit, self._gen, step)
-        elif kind == ne.SGD or kind == ne.RMSPROP:
-            fld.evaluate(th, om, dZ[s, 0], dX[s, 0], self._crit, self._gen, step)
-        elif kind == ne.HEUN:
-            fld.evaluate(th, om, self.d_zT, self.d_xT, self._crit1, self._gen1, step)
-            fld.evaluate(self.d_th2, self.d_om2, self.d_zT, self.d_xT, self._crit2, self._gen2,
-                         step)
-        else:  # SGD_ALT: n_critic critic steps with fresh batches, then one generator step
-            n_critic = dX.shape[1]
-            for c in range(n_critic):
-                fld.evaluate(th, om, dZ[s, c], dX[s, c], crit=self._crit, step=step)
-            fld.evaluate(th, om, dZ[s, n_critic], dX[s, 0], gen=self._gen, step=step)
+        RULES[self.rule](self, s, dZ, dX, step)
+
+    def _euler(self, s, dZ, dX, step):
+        self.field.evaluate(self.d_th, self.d_om, self.d_zT, self.d_xT, self._crit, self._gen,
+                            step)
+
+    def _sgd(self, s, dZ, dX, step):  # simultaneous SGD and RMSProp
+        self.field.evaluate(self.d_th, self.d_om, dZ[s, 0], dX[s, 0], self._crit, self._gen, step)
+
+    def _heun(self, s, dZ, dX, step):
+        fld = self.field
+        fld.evaluate(self.d_th, self.d_om, self.d_zT, self.d_xT, self._crit1, self._gen1, step)
+        fld.evaluate(self.d_th2, self.d_om2, self.d_zT, self.d_xT, self._crit2, self._gen2, step)
+
+    def _sgd_alternating(self, s, dZ, dX, step):
+        # n_critic critic steps with fresh batches, then one generator step
+        n_critic = dX.shape[1]
+        for c in range(n_critic):
+            self.field.evaluate(self.d_th, self.d_om, dZ[s, c], dX[s, c], crit=self._crit,
+                                step=step)
+        self.field.evaluate(self.d_th, self.d_om, dZ[s, n_critic], dX[s, 0], gen=self._gen,
+                            step=step)
 
     def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None) -> int:
         """Take ``n`` steps; return ``n``, or the steps completed before a NaN/Inf appeared."""
@@ -684,10 +692,15 @@ class CudaRunner(_Runner):
                 self.d_om.copy_to_host().astype(np.float64))
 
     def opt_state(self) -> dict[str, np.ndarray]:
-        if self.kind == self._ne.RMSPROP:
+        if self.rule == "rmsprop":
             return {"theta_sq": self.d_sqt.copy_to_host().reshape(self.shape).astype(np.float64),
                     "omega_sq": self.d_sqo.copy_to_host().astype(np.float64)}
         return {}
+
+
+#: One method per step rule (``Scheme.rule``); the update itself is the ``finish`` spec.
+RULES = {"euler": CudaRunner._euler, "sgd": CudaRunner._sgd, "rmsprop": CudaRunner._sgd,
+         "heun": CudaRunner._heun, "sgd_alt": CudaRunner._sgd_alternating}
 
 
 def make_runner(problem, state, scheme, **options) -> CudaRunner:

@@ -1,11 +1,12 @@
 """Problems, particle states and the input validation shared by every engine."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 
+from .._validation import check_particles, clip_value, nonnegative, positive, positive_int
+from .objectives import check_loss
 from .laws import (
     DiracMixture,
     EmpiricalData,
@@ -17,70 +18,7 @@ from .laws import (
     UniformInit,
 )
 
-__all__ = ["Problem", "State", "initial_state", "check_particles", "check_nodes", "check_clip"]
-
-
-def check_clip(clip: float) -> float:
-    """Validate the half-width of the clipping box ``Q = [-clip, clip]^{K+2}``."""
-    from .schemes import _pos  # one validator for every positive parameter
-
-    return _pos("clip", clip)
-
-
-def _check_array(arr: Any, name: str, ndim: int) -> np.ndarray:
-    a = np.asarray(arr)
-    if a.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must be a real floating-point array, got dtype {a.dtype}")
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains non-finite values (NaN or Inf)")
-    return a
-
-
-def check_particles(theta: Any, omega: Any, K: int | None = None, L: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Validate generator ``theta (N, K, L+2)`` and critic ``omega (M, K+2)`` arrays.
-
-    Returns float64 C-contiguous arrays and ``(K, L)``. Raises ValueError naming the argument.
-    """
-    theta = _check_array(theta, "theta", 3)
-    omega = _check_array(omega, "omega", 2)
-    N, Kt, L2 = theta.shape
-    M, K2 = omega.shape
-    if N < 1:
-        raise ValueError("theta: need N >= 1 generator particles")
-    if M < 1:
-        raise ValueError("omega: need M >= 1 critic particles")
-    if Kt < 1 or L2 < 3:
-        raise ValueError(f"theta must have shape (N, K, L+2) with K >= 1, L >= 1; got {theta.shape}")
-    if K2 != Kt + 2:
-        raise ValueError(f"omega must have shape (M, K+2) = (M, {Kt + 2}) to match theta's K={Kt}; got {omega.shape}")
-    if K is not None and Kt != K:
-        raise ValueError(f"theta has K={Kt} but the problem has K={K}")
-    if L is not None and L2 - 2 != L:
-        raise ValueError(f"theta has L={L2 - 2} but the problem has L={L}")
-    return (np.ascontiguousarray(theta, dtype=np.float64),
-            np.ascontiguousarray(omega, dtype=np.float64), Kt, L2 - 2)
-
-
-def check_nodes(z: Any, z_weights: Any, x: Any, x_weights: Any, K: int, L: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Validate latent nodes ``z (Bz, L)``, data nodes ``x (Bx, K)`` and their weights."""
-    z = _check_array(z, "z", 2)
-    x = _check_array(x, "x", 2)
-    zw = _check_array(z_weights, "z_weights", 1)
-    xw = _check_array(x_weights, "x_weights", 1)
-    if z.shape[1] != L or z.shape[0] < 1:
-        raise ValueError(f"z must have shape (Bz, L) = (Bz, {L}) with Bz >= 1; got {z.shape}")
-    if x.shape[1] != K or x.shape[0] < 1:
-        raise ValueError(f"x must have shape (Bx, K) = (Bx, {K}) with Bx >= 1; got {x.shape}")
-    if zw.shape != (z.shape[0],):
-        raise ValueError(f"z_weights must have shape ({z.shape[0]},) to match z; got {zw.shape}")
-    if xw.shape != (x.shape[0],):
-        raise ValueError(f"x_weights must have shape ({x.shape[0]},) to match x; got {xw.shape}")
-    f = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-    return f(z), f(zw), f(x), f(xw)
+__all__ = ["Problem", "State", "initial_state"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,8 +32,8 @@ class Problem:
     L : int
         Latent dimension.
     target : Law
-        The data law ``P_*`` (:class:`~meanfield_gan.laws.GaussianMixture`,
-        :class:`~meanfield_gan.laws.DiracMixture` or :class:`~meanfield_gan.laws.EmpiricalData`).
+        The data law ``P_*`` (:class:`~meanfield_gan.model.laws.GaussianMixture`,
+        :class:`~meanfield_gan.model.laws.DiracMixture` or :class:`~meanfield_gan.model.laws.EmpiricalData`).
     latent : Law, optional
         The latent law of ``Z``; ``N(0, I_L)`` by default.
     clip : float
@@ -107,6 +45,20 @@ class Problem:
         ``[-clip/2, clip/2]`` (inside ``Q``, so the critic reaches the boundary by dynamics).
     quadrature_size : int
         Default number of quadrature nodes for exact expectations (latent and target each).
+    loss : {"wasserstein", "minimax", "non_saturating"}
+        The GAN objective (MODEL.md section 7).
+    gradient_penalty : float
+        Weight ``lambda >= 0`` of the gradient penalty on the critic (``wasserstein`` only).
+    penalty_size : int
+        Number of quasi-Monte Carlo ``(z, x, eps)`` triples of the penalty for deterministic
+        schemes (SGD uses the batch's own pairs).
+    instance_noise : float
+        Standard deviation ``sigma_n >= 0`` of the instance noise added to data and generated
+        samples before the critic.
+    noise_anneal : float or None
+        If set (``> 0``), ``sigma_n`` decays linearly to 0 at this time; constant otherwise.
+    noise_nodes : int
+        Gauss-Hermite nodes per data dimension for the noise in deterministic schemes.
     """
 
     K: int
@@ -117,26 +69,54 @@ class Problem:
     generator_init: ParticleLaw = field(default_factory=NormalInit)
     critic_init: ParticleLaw | None = None
     quadrature_size: int = 256
+    loss: str = "wasserstein"
+    gradient_penalty: float = 0.0
+    penalty_size: int = 256
+    instance_noise: float = 0.0
+    noise_anneal: float | None = None
+    noise_nodes: int = 5
 
     def __post_init__(self) -> None:
         for name in ("K", "L"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-            object.__setattr__(self, name, int(v))
-        object.__setattr__(self, "clip", check_clip(self.clip))
+            object.__setattr__(self, name, positive_int(getattr(self, name), name))
+        object.__setattr__(self, "clip", clip_value(self.clip))
         if self.latent is None:
             object.__setattr__(self, "latent", StandardNormal(self.L))
         if self.latent.dim != self.L:
             raise ValueError(f"latent law has dimension {self.latent.dim}, but L={self.L}")
-        if not isinstance(self.target, (GaussianMixture, DiracMixture, EmpiricalData)) and not isinstance(self.target, Law):
+        if not isinstance(self.target, (GaussianMixture, DiracMixture, EmpiricalData, Law)):
             raise ValueError("target must be a GaussianMixture, DiracMixture or EmpiricalData")
         if self.target.dim != self.K:
             raise ValueError(f"target has dimension {self.target.dim}, but K={self.K}")
         if self.critic_init is None:
-            object.__setattr__(self, "critic_init", UniformInit(-0.5 * self.clip, 0.5 * self.clip))
-        if int(self.quadrature_size) != self.quadrature_size or self.quadrature_size < 1:
-            raise ValueError(f"quadrature_size must be a positive integer, got {self.quadrature_size!r}")
+            # Inside Q, so the critic reaches the boundary by dynamics; [-1/2, 1/2] without a box.
+            half = 0.5 * (self.clip if math.isfinite(self.clip) else 1.0)
+            object.__setattr__(self, "critic_init", UniformInit(-half, half))
+        object.__setattr__(self, "quadrature_size",
+                           positive_int(self.quadrature_size, "quadrature_size"))
+        object.__setattr__(self, "loss", check_loss(self.loss))
+        object.__setattr__(self, "gradient_penalty",
+                           nonnegative(self.gradient_penalty, "gradient_penalty"))
+        if self.gradient_penalty > 0 and self.loss != "wasserstein":
+            raise ValueError(f"gradient_penalty goes with loss 'wasserstein' only; got loss "
+                             f"{self.loss!r}")
+        object.__setattr__(self, "penalty_size", positive_int(self.penalty_size, "penalty_size"))
+        object.__setattr__(self, "instance_noise",
+                           nonnegative(self.instance_noise, "instance_noise"))
+        if self.noise_anneal is not None:
+            object.__setattr__(self, "noise_anneal", positive(self.noise_anneal, "noise_anneal"))
+        object.__setattr__(self, "noise_nodes", positive_int(self.noise_nodes, "noise_nodes"))
+
+    def noise_at(self, t: float) -> float:
+        """The instance-noise standard deviation at time ``t`` (annealed linearly if asked)."""
+        if self.noise_anneal is None:
+            return self.instance_noise
+        return self.instance_noise * max(0.0, 1.0 - t / self.noise_anneal)
+
+    @property
+    def has_box(self) -> bool:
+        """Whether the critic lives in a box (``clip`` finite)."""
+        return math.isfinite(self.clip)
 
     @property
     def generator_shape(self) -> tuple[int, int]:

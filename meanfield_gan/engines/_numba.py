@@ -1,0 +1,451 @@
+"""The Numba CPU engine: fused compiled passes and step loops (the NumPy reference is the truth).
+
+One velocity evaluation is three passes over the particles, none forming an ``N x B`` array:
+
+1. generator output ``g(z_b) = (1/N) sum_i sigma(z_b; theta_i)``,
+2. one sweep over critic particles giving ``V_omega`` and the weighted critic gradient
+   ``w_b grad f(g(z_b))`` at the same time,
+3. ``V_theta``.
+
+In a time step the updates are fused into passes 2 and 3 (each chunk of particles is updated
+right after its velocities are computed: pass 2 reads ``omega_j`` only for particle ``j``,
+pass 3 reads ``theta_i`` only for ``i``), with the NaN/Inf check of the new values; a
+projected Euler or SGD step is three compiled loops and no other work.
+
+**Layout.**  :func:`run_steps` copies the state once per call to a particle-major layout,
+``theta`` as ``(K, L+2, Np)`` and ``omega`` as ``(K+2, Mp)``, zero-padded to ``Np``, ``Mp``
+multiples of :data:`PAD` (a padded generator unit has ``a = 0`` and a padded critic unit
+``alpha = 0``, so they add exact zeros to every sum, and no kernel stores or steps them).
+The innermost loops run over particles, eight per AVX-512 vector, and the padding leaves no
+scalar remainder.  Nodes are taken eight at a time (``_*_8`` kernels): one sweep over the
+particles evaluates eight sigmoids per particle, so each particle's parameters and
+accumulators cross the load/store units once per eight nodes and the loop holds eight
+independent dependency chains.  Small ``K`` and ``L`` (1, 2) have their dot products written
+out; other dimensions go through per-chunk buffers.  The sigmoid is the polynomial
+exponential of :mod:`meanfield_gan.engines._scalar`, which vectorises (no SVML here).
+
+Sums over particles (``g`` and ``grad f``) go through per-chunk partials reduced in a fixed
+order; the chunks depend on the (padded) particle count only, so results
+do not depend on the number of threads, nor on whether a pass runs threaded.  Each particle's
+own velocity is computed lane by lane with no cross-lane step, by the same instructions in
+every lane, so coincident critic particles stay bitwise equal (MODEL.md section 4.3).
+
+Threads: passes run as a ``prange`` over chunks when a velocity evaluation has at least
+:data:`PARALLEL_MIN_WORK` sigmoids, serially otherwise (a parallel region costs a few
+microseconds, more than small passes take).  ``fastmath={'reassoc', 'nsz', 'contract'}`` lets
+LLVM vectorise the reductions and fuse multiply-adds; the exponential
+(:func:`meanfield_gan.engines._scalar.exp_inline`) is emitted as IR with ``contract`` only, so it keeps
+its accuracy (3e-16) and is always inlined.  Work buffers are allocated once per problem size
+(:class:`Workspace`), never per step.
+
+Compilation: the public velocity (:func:`velocity_into`) runs :func:`run_steps` with the
+VELOCITY code, so one entry point is compiled (about 40 s of CPU the first time, then cached);
+flags and modes are passed as runtime values, never constants, so each pass compiles once.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+# GNU OpenMP (Numba's "omp" threading layer here) spins for up to 300000 iterations at the end
+# of every parallel region before sleeping.  When the cores are shared (other processes, or
+# several workers of a study each with its own threads) a spinning thread holds a core its
+# partner needs: a region measured ~8 ms instead of ~10 us.  Never spinning (passive) costs
+# a sleep and wake-up per region instead: one Euler step at N = M = B = 1e3 took 3.5 ms against
+# 2.05 ms on an idle 2-core VM.  A short spin (10000) gave 2.05 ms idle and 4.3 ms (as passive)
+# with both cores busy elsewhere.  Read when libgomp loads (the first parallel call); a
+# user's GOMP_SPINCOUNT or OMP_WAIT_POLICY wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+import numpy as np  # noqa: E402
+from numba import njit  # noqa: E402
+
+from .base import Runner  # noqa: E402
+from ._numba_kernels import (  # noqa: E402
+    _OPTS, _RMS, _STEP, _STORE, CHUNK_SIZE, MAX_CHUNKS, PAD, PARALLEL_MIN_WORK, _chunk_len,
+    _clip, _pass1_par, _pass1_ser, _pass2_par, _pass2_ser, _pass3_par, _pass3_ser, _project,
+    n_chunks, sigmoid,
+)
+
+#: Scheme codes of :func:`run_steps` (VELOCITY: store both velocity fields, no step;
+#: CRITIC_VELOCITY: the critic's only, without the generator pass).
+EULER, HEUN, SGD, SGD_ALT, RMSPROP, VELOCITY, CRITIC_VELOCITY = 0, 1, 2, 3, 4, 5, 6
+#: The step rule of each scheme (``Scheme.rule``) as a code of :func:`run_steps`.
+RULES = {"euler": EULER, "heun": HEUN, "sgd": SGD, "sgd_alt": SGD_ALT, "rmsprop": RMSPROP}
+
+
+@njit(**_OPTS)
+def _reduce(part, scale, out):
+    """``out = scale * sum_ch part[ch]``, summed in chunk order (thread-count independent)."""
+    nch, K, B = part.shape
+    for k in range(K):
+        o = out[k]
+        for b in range(B):
+            o[b] = part[0, k, b]
+        for ch in range(1, nch):
+            p = part[ch, k]
+            for b in range(B):
+                o[b] += p[b]
+        for b in range(B):
+            o[b] *= scale
+
+
+@njit(**_OPTS)
+def _flags_ok(flags, n):
+    ok = True
+    for ch in range(n):
+        ok = ok and flags[ch] != 0
+        flags[ch] = 1
+    return ok
+
+
+@njit(**_OPTS)
+def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode, dt, gdt, clip,
+           sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags,
+           par):
+    """One velocity evaluation: store (``mode=_STORE``) or step with the fused updates.
+
+    ``th (K, L+2, Np)`` and ``om (K+2, Mp)`` are the padded particle-layout arrays holding
+    ``nreal`` and ``mreal`` particles.  Returns False if a stepped coordinate became NaN/Inf.
+    """
+    cg = gpart.shape[0]
+    cc = hpart.shape[0]
+    if par:
+        _pass1_par(cg, th, zT, gpart, ubuf_g)
+    else:
+        _pass1_ser(cg, th, zT, gpart, ubuf_g)
+    _reduce(gpart, 1.0 / nreal, gT)
+    if par:
+        _pass2_par(cc, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf_c, acc_c, need_vt, need_vo,
+                   mode, gdt, clip, sq_o, rho, eps, flags)
+    else:
+        _pass2_ser(cc, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf_c, acc_c, need_vt, need_vo,
+                   mode, gdt, clip, sq_o, rho, eps, flags)
+    ok = _flags_ok(flags, cc)
+    if need_vt:
+        # hpart carries the weights w_b already, so whT = w_b grad f(g(z_b)).
+        _reduce(hpart, 1.0 / mreal, whT)
+        if par:
+            _pass3_par(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, rho, eps,
+                       flags)
+        else:
+            _pass3_ser(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, rho, eps,
+                       flags)
+        ok = _flags_ok(flags, cg) and ok
+    return ok
+
+
+# ======================================================================================
+# workspace
+# ======================================================================================
+
+
+def padded(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`PAD`."""
+    return (n + PAD - 1) // PAD * PAD
+
+
+class Workspace:
+    """Preallocated buffers of one problem size (no allocation inside step loops).
+
+    Holds the particle-layout copies of the state, zero-padded to :func:`padded` counts (the
+    padding stays zero: no kernel writes it), the velocity arrays in that layout (and Heun's or
+    RMSProp's work arrays when ``kind`` is HEUN or RMSPROP), and the per-chunk partial sums.
+    ``args()`` is passed after the fixed arguments of :func:`run_steps`; it ends with the
+    threading choice.
+    """
+
+    def __init__(self, N: int, M: int, K: int, L: int, Bz: int, Bx: int,
+                 parallel: bool | None = None, kind: int | None = None):
+        Np, Mp = padded(N), padded(M)
+        cg, cc = n_chunks(Np), n_chunks(Mp)
+        if parallel is None:
+            work = 2 * N * K * Bz + M * (Bz + Bx)  # sigmoids per velocity evaluation
+            # Decided by the size alone, never by the thread count: the serial and parallel
+            # kernels may differ in the last bit, and a study must give the same numbers in a
+            # 1-thread worker as in a 2-thread parent.
+            parallel = work >= PARALLEL_MIN_WORK
+        self.par = bool(parallel)
+        ng, nc = _chunk_len(Np), _chunk_len(Mp)
+        self.gT = np.empty((K, Bz))
+        self.whT = np.empty((K, Bz))
+        self.gpart = np.empty((cg, K, Bz))
+        self.hpart = np.zeros((cc, K, Bz))
+        self.flags = np.ones(max(cg, cc), dtype=np.int64)
+        self.ubuf_g = np.empty((cg, ng))
+        self.ubuf_c = np.empty((cc, 2, nc))
+        self.acc_g = np.empty((cg, L + 2, ng))
+        self.acc_c = np.empty((cc, K + 2, nc))
+        # particle layout: state and velocities; Heun's second stage and RMSProp's sums only
+        # for those schemes (``kind``), empty arrays of the same dimensions otherwise
+        st, so = (K, L + 2, Np), (K + 2, Mp)
+        self.th, self.om = np.zeros(st), np.zeros(so)
+        self.vt, self.vo = np.zeros(st), np.zeros(so)
+        heun, rms = kind == HEUN, kind == RMSPROP
+        self.vt2, self.vo2 = np.zeros(st if heun else (0, 0, 0)), np.zeros(so if heun else (0, 0))
+        self.th2, self.om2 = np.zeros(st if heun else (0, 0, 0)), np.zeros(so if heun else (0, 0))
+        self.sq_t, self.sq_o = np.zeros(st if rms else (0, 0, 0)), np.zeros(so if rms else (0, 0))
+
+    def args(self) -> tuple:
+        return (self.th, self.om, self.vt, self.vo, self.vt2, self.vo2, self.th2, self.om2,
+                self.sq_t, self.sq_o, self.gT, self.whT, self.gpart, self.hpart, self.ubuf_g,
+                self.ubuf_c, self.acc_g, self.acc_c, self.flags, self.par)
+
+
+@njit(**_OPTS)
+def _to_particle_layout(theta, omega, thS, omS):
+    N, K, L2 = theta.shape
+    for i in range(N):
+        for k in range(K):
+            for d in range(L2):
+                thS[k, d, i] = theta[i, k, d]
+    for j in range(omega.shape[0]):
+        for d in range(omega.shape[1]):
+            omS[d, j] = omega[j, d]
+
+
+@njit(**_OPTS)
+def _from_particle_layout(thS, omS, theta, omega):
+    N, K, L2 = theta.shape
+    for i in range(N):
+        for k in range(K):
+            for d in range(L2):
+                theta[i, k, d] = thS[k, d, i]
+    for j in range(omega.shape[0]):
+        for d in range(omega.shape[1]):
+            omega[j, d] = omS[d, j]
+
+
+def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args, critic_only=False):
+    """Both velocity fields of ``(theta, omega)`` into ``vt``, ``vo``; inputs unchanged.
+
+    ``ws_args`` is ``Workspace(...).args()``.  Runs :func:`run_steps` with the VELOCITY code
+    (CRITIC_VELOCITY with ``critic_only``: ``vt`` is then not computed), so the public
+    ``velocity`` and ``simulate`` share one compiled entry point (half the first-compile time
+    of two).
+    """
+    K = omega.shape[1] - 2
+    L = theta.shape[2] - 2
+    kind = CRITIC_VELOCITY if critic_only else VELOCITY
+    run_steps(kind, theta, omega, 1, zT, zw, xT, xw, np.zeros((1, 1, L, 1)),
+              np.zeros((1, 1, K, 1)), 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, theta, omega, vt, vo,
+              *ws_args)
+
+
+def energy(theta, omega, zT, zw, xT, xw) -> float:
+    """``Psi = sum_b zw_b f(g(z_b)) - sum_b xw_b f(x_b)`` through the compiled velocity.
+
+    The alpha-component of the critic velocity is ``V_alpha(omega_j) = sum_b zw_b
+    s(u_j(g(z_b))) - sum_b xw_b s(u_j(x_b))``, so ``Psi = (1/M) sum_j alpha_j V_alpha(omega_j)``:
+    passes 1 and 2 of a velocity evaluation (threaded, fused, compiled once for both), then a
+    correctly rounded sum (``math.fsum``) that no thread count or BLAS can change.
+    """
+    N, K, L2 = theta.shape
+    M = omega.shape[0]
+    ws = Workspace(N, M, K, L2 - 2, zT.shape[1], xT.shape[1])
+    vt = np.empty_like(theta)
+    vo = np.empty_like(omega)
+    velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws.args(), critic_only=True)
+    return math.fsum(omega[:, 0] * vo[:, 0]) / M
+
+
+# ======================================================================================
+# the step loop
+# ======================================================================================
+
+
+@njit(cache=True, error_model="numpy")
+def _all_finite(y):
+    # Strict IEEE (no fastmath) so NaN/Inf propagate: x*0 is NaN exactly when x is not finite.
+    acc = 0.0
+    yf = y.reshape(-1)
+    for i in range(yf.size):
+        acc += yf[i] * 0.0
+    return acc == 0.0
+
+
+@njit(**_OPTS)
+def _heun_stage(y, v, y_out, h, clip, do_clip, do_project):
+    """``v <- Proj v`` (critic) and ``y_out = y + h v`` (clipped for the critic)."""
+    yf = y.reshape(-1)
+    vf = v.reshape(-1)
+    of = y_out.reshape(-1)
+    for i in range(yf.size):
+        vv = vf[i]
+        if do_project:
+            vv = _project(yf[i], vv, clip)
+            vf[i] = vv
+        w = yf[i] + h * vv
+        if do_clip:
+            w = _clip(w, clip)
+        of[i] = w
+
+
+@njit(**_OPTS)
+def _heun_combine(y, h, k1, y2, k2, clip, do_clip):
+    """``y <- y + h (k1 + Proj_{y2} k2)`` (then clip)."""
+    yf = y.reshape(-1)
+    k1f = k1.reshape(-1)
+    k2f = k2.reshape(-1)
+    y2f = y2.reshape(-1)
+    for i in range(yf.size):
+        b = k2f[i]
+        if do_clip:
+            b = _project(y2f[i], b, clip)
+        v = yf[i] + h * (k1f[i] + b)
+        if do_clip:
+            v = _clip(v, clip)
+        yf[i] = v
+
+
+@njit(**_OPTS)
+def _steps(kind, N, M, th, om, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip, rho,
+           eps, sq_t, sq_o, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart, ubuf_g, ubuf_c,
+           acc_g, acc_c, flags, par):
+    """The step loop on the padded particle-layout arrays; returns the number of finite steps.
+
+    The padding of every array stays zero: velocities are stored for real particles only, so
+    Heun's stages and combination leave padded coordinates at 0.
+    """
+    # Flags and modes as runtime values: a constant argument (True, _STEP) has a literal type,
+    # and Numba would compile every pass once per combination of constants (minutes, uncached).
+    yes = n_steps >= -1
+    no = n_steps < -1
+    store = kind * 0 + _STORE
+    step = kind * 0 + _STEP
+    mode = kind * 0 + (_RMS if kind == RMSPROP else _STEP)
+    for s in range(n_steps):
+        if kind == EULER or kind == SGD or kind == RMSPROP:
+            if kind == EULER:
+                z = zT
+                x = xT
+            else:
+                z = Zs[s, 0]
+                x = Xs[s, 0]
+            ok = _field(N, M, th, om, z, zw, x, xw, vt, vo, yes, yes, mode, dt, gdt, clip,
+                        sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g,
+                        acc_c, flags, par)
+        elif kind == HEUN:
+            _field(N, M, th, om, zT, zw, xT, xw, vt, vo, yes, yes, store, dt, gdt, clip,
+                   sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
+                   flags, par)
+            _heun_stage(th, vt, th2, dt, clip, no, no)
+            _heun_stage(om, vo, om2, gdt, clip, yes, yes)
+            _field(N, M, th2, om2, zT, zw, xT, xw, vt2, vo2, yes, yes, store, dt, gdt, clip,
+                   sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
+                   flags, par)
+            _heun_combine(th, 0.5 * dt, vt, th2, vt2, clip, no)
+            _heun_combine(om, 0.5 * gdt, vo, om2, vo2, clip, yes)
+            ok = _all_finite(th) and _all_finite(om)
+        else:  # SGD_ALT: n_critic critic steps with fresh batches, then one generator step
+            n_critic = Xs.shape[1]
+            ok = True
+            for c in range(n_critic):
+                ok = _field(N, M, th, om, Zs[s, c], zw, Xs[s, c], xw, vt, vo, no, yes, step,
+                            dt, crit_dt, clip, sq_t, sq_o, rho, eps, gT, whT, gpart, hpart,
+                            ubuf_g, ubuf_c, acc_g, acc_c, flags, par) and ok
+            ok = _field(N, M, th, om, Zs[s, n_critic], zw, Xs[s, 0], xw, vt, vo, yes, no, step,
+                        dt, crit_dt, clip, sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g,
+                        ubuf_c, acc_g, acc_c, flags, par) and ok
+        if not ok:
+            return s  # steps completed before the one that produced NaN/Inf
+    return n_steps
+
+
+@njit(**_OPTS)
+def run_steps(kind, theta, omega, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
+              rho, eps, sq_t, sq_o, vt_out, vo_out, th, om, vt, vo, vt2, vo2, th2, om2, sqtS,
+              sqoS, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, par):
+    """Advance ``(theta, omega)`` in place by ``n_steps`` steps of scheme ``kind``.
+
+    Deterministic schemes (EULER, HEUN) use the fixed quadrature ``zT, zw, xT, xw``; stochastic
+    ones read step ``s``'s batches from ``Zs[s, slot]`` (shape ``(L, m)``) and ``Xs[s, slot]``
+    (``(K, m)``) with uniform weights ``zw``/``xw`` of length ``m``.  ``dt`` is the generator
+    step, ``gdt = gamma_c dt`` the simultaneous critic step, ``crit_dt`` the step of each
+    alternating critic update; ``sq_t``, ``sq_o`` are RMSProp's running means (updated in
+    place).  With kind VELOCITY both velocity fields go to ``vt_out``, ``vo_out`` (with
+    CRITIC_VELOCITY only ``vo_out``) and nothing moves.  The arguments from ``th`` on are
+    :meth:`Workspace.args`: the state is copied to the padded particle layout, stepped there
+    and copied back (also after a NaN/Inf stop).
+    Returns the number of steps taken (fewer if NaN/Inf appeared).
+    """
+    N = theta.shape[0]
+    M = omega.shape[0]
+    _to_particle_layout(theta, omega, th, om)
+    if kind == VELOCITY or kind == CRITIC_VELOCITY:
+        yes = n_steps >= -1  # not literals (see _steps)
+        need_vt = kind == VELOCITY
+        store = kind * 0 + _STORE
+        _field(N, M, th, om, zT, zw, xT, xw, vt, vo, need_vt, yes, store, 0.0, 0.0, 1.0, sqtS,
+               sqoS, 0.0, 1.0, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, par)
+        _from_particle_layout(vt, vo, vt_out, vo_out)
+        return 1
+    if kind == RMSPROP:
+        _to_particle_layout(sq_t, sq_o, sqtS, sqoS)
+    done = _steps(kind, N, M, th, om, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
+                  rho, eps, sqtS, sqoS, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart,
+                  ubuf_g, ubuf_c, acc_g, acc_c, flags, par)
+    _from_particle_layout(th, om, theta, omega)
+    if kind == RMSPROP:
+        _from_particle_layout(sqtS, sqoS, sq_t, sq_o)
+    return done
+
+
+class NumbaRunner(Runner):
+    """Advances a state with the compiled step loop (:func:`run_steps`), in chunks of steps."""
+
+    def __init__(self, problem, state, scheme):
+        super().__init__(problem, state, scheme)
+        try:
+            self.code = RULES[self.rule]
+        except KeyError:
+            raise ValueError(f"the numba engine has no step rule {self.rule!r}") from None
+        Bz, Bx = self.node_counts(scheme)
+        self.ws = Workspace(state.N, state.M, problem.K, problem.L, Bz, Bx, kind=self.code)
+        self._dummy_Z = np.zeros((1, 1, problem.L, 1))
+        self._dummy_X = np.zeros((1, 1, problem.K, 1))
+        self.rho = self.hyper.get("rho", 0.0)
+        self.eps = self.hyper.get("eps", 1.0)
+        if "theta_sq" in self.opt:
+            self.sq_t, self.sq_o = self.opt["theta_sq"], self.opt["omega_sq"]
+        else:
+            self.sq_t, self.sq_o = np.zeros((1, 1, 1)), np.zeros((1, 1))
+
+    def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None) -> int:
+        return int(run_steps(
+            self.code, self.theta, self.omega, n, self.zT, self.zw, self.xT, self.xw,
+            self._dummy_Z if Zs is None else Zs, self._dummy_X if Xs is None else Xs,
+            self.dt, self.gdt, self.crit_dt, self.clip, self.rho, self.eps, self.sq_t, self.sq_o,
+            self.theta, self.omega, *self.ws.args()))
+
+
+def generator_output(theta, z) -> np.ndarray:
+    """``g_mu(z_b)``, shape ``(B, K)``, by pass 1 of a velocity evaluation (validated inputs)."""
+    N, K, L2 = theta.shape
+    Np = padded(N)
+    th = np.zeros((K, L2, Np))
+    th[:, :, :N] = theta.transpose(1, 2, 0)
+    zT = np.ascontiguousarray(z.T)
+    B = zT.shape[1]
+    cg = n_chunks(Np)
+    gpart = np.empty((cg, K, B))
+    ubuf = np.empty((cg, _chunk_len(Np)))
+    if N * K * B >= PARALLEL_MIN_WORK:
+        _pass1_par(cg, th, zT, gpart, ubuf)
+    else:
+        _pass1_ser(cg, th, zT, gpart, ubuf)
+    gT = np.empty((K, B))
+    _reduce(gpart, 1.0 / N, gT)
+    return np.ascontiguousarray(gT.T)
+
+
+def velocity(theta, omega, z, zw, x, xw) -> tuple[np.ndarray, np.ndarray]:
+    """Both velocity fields (validated inputs, nodes as rows ``(B, L)``, ``(B, K)``)."""
+    N, K, L2 = theta.shape
+    ws = Workspace(N, omega.shape[0], K, L2 - 2, len(zw), len(xw))
+    vt = np.empty_like(theta)
+    vo = np.empty_like(omega)
+    velocity_into(theta, omega, np.ascontiguousarray(z.T), zw, np.ascontiguousarray(x.T), xw,
+                  vt, vo, *ws.args())
+    return vt, vo

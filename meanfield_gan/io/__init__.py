@@ -1,0 +1,1 @@
+"""Files: run configurations (TOML), H5MD run files, and the ``meanfield-gan run`` command."""
