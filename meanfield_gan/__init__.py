@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from . import fitting, metrics  # noqa: F401  (mfg.metrics.w2_squared, ...)
 from ._version import __version__
-from .core import critic_output, energy, generator_output, project_velocity, velocity
+from .core import (
+    critic_output, energy, generator_output, objectives, project_velocity, velocity,
+)
 from .driver import NonFiniteError, Trajectory, simulate
 from .io.config import RunConfig, load_config
 from .model.laws import (
@@ -40,7 +42,7 @@ def load(path, **kwargs):
 
 
 __all__ = [
-    "__version__", "velocity", "project_velocity", "energy", "generator_output",
+    "__version__", "velocity", "objectives", "project_velocity", "energy", "generator_output",
     "critic_output", "metrics", "fitting", "load",
     "load_config", "RunConfig",
     "Problem", "State", "initial_state", "simulate", "Trajectory", "NonFiniteError",

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_nodes, check_omega, check_particles, clip_value, finite_array
+from ._validation import (
+    check_nodes, check_omega, check_particles, clip_value, finite_array, nonnegative,
+)
 from .engines import BACKENDS, check_backend
 from .engines import reference as _reference
+from .model.objectives import check_loss
 
-__all__ = ["velocity", "project_velocity", "energy", "generator_output", "critic_output",
+__all__ = ["velocity", "objectives", "project_velocity", "energy", "generator_output",
+           "critic_output",
            "BACKENDS", "check_backend"]
 
 
@@ -95,9 +99,34 @@ def critic_output(omega, x, backend: str = "numpy") -> np.ndarray:
     return _numba.generator_output(omega[:, None, :], x)[:, 0]
 
 
-def velocity(theta, omega, z, z_weights, x, x_weights, backend: str = "numba"
+def _check_objective_args(loss, z_noise, penalty, Bz: int, K: int, L: int):
+    """Validate the objective keywords of :func:`velocity` and :func:`objectives`."""
+    check_loss(loss)
+    if z_noise is not None:
+        z_noise = finite_array(z_noise, "z_noise", 2)
+        if z_noise.shape != (Bz, K):
+            raise ValueError(f"z_noise must have shape (Bz, K) = ({Bz}, {K}); got {z_noise.shape}")
+        z_noise = np.ascontiguousarray(z_noise, dtype=np.float64)
+    if penalty is not None:
+        try:
+            lam, (zp, xp, eps, wp) = penalty
+        except (TypeError, ValueError):
+            raise ValueError("penalty must be (lam, (zp, xp, eps, wp))") from None
+        lam = nonnegative(lam, "penalty weight lam")
+        if lam > 0 and loss != "wasserstein":
+            raise ValueError(f"the gradient penalty goes with loss 'wasserstein'; got {loss!r}")
+        zp, _, xp, wp = check_nodes(zp, wp, xp, wp, K, L)
+        eps = np.ascontiguousarray(finite_array(eps, "eps", 1), dtype=np.float64)
+        if not (len(zp) == len(xp) == len(eps) == len(wp)):
+            raise ValueError("penalty: zp, xp, eps and wp must have the same length P")
+        penalty = (lam, (zp, xp, eps, wp))
+    return z_noise, penalty
+
+
+def velocity(theta, omega, z, z_weights, x, x_weights, backend: str = "numba", *,
+             loss: str = "wasserstein", z_noise=None, penalty=None
              ) -> tuple[np.ndarray, np.ndarray]:
-    """The mean-field velocity fields ``(V_theta, V_omega)`` at every particle (MODEL.md section 2).
+    """The mean-field velocity fields ``(V_theta, V_omega)`` at every particle (MODEL.md 2, 7).
 
     The critic velocity is neither projected nor scaled by ``gamma_c``.
 
@@ -112,11 +141,18 @@ def velocity(theta, omega, z, z_weights, x, x_weights, backend: str = "numba"
     z_weights : ndarray, shape (Bz,)
         Their weights (``1/m`` for a batch of ``m``).
     x : ndarray, shape (Bx, K)
-        Data nodes.
+        Data nodes (noisy ones for data-side instance noise).
     x_weights : ndarray, shape (Bx,)
         Their weights.
     backend : {"numpy", "numba", "cuda"}
         Engine.
+    loss : {"wasserstein", "minimax", "non_saturating"}
+        The objective (MODEL.md section 7).
+    z_noise : ndarray, shape (Bz, K), optional
+        Offsets added to the generated points ``g(z_b)`` before the critic (instance noise).
+    penalty : (lam, (zp, xp, eps, wp)), optional
+        The gradient penalty's weight and triples ``zp (P, L)``, ``xp (P, K)``, ``eps (P,)``,
+        ``wp (P,)`` (``wasserstein`` only); it adds ``-lam grad_omega dP/dnu`` to ``V_omega``.
 
     Returns
     -------
@@ -126,7 +162,38 @@ def velocity(theta, omega, z, z_weights, x, x_weights, backend: str = "numba"
     check_backend(backend)
     theta, omega, K, L = check_particles(theta, omega)
     z, zw, x, xw = check_nodes(z, z_weights, x, x_weights, K, L)
-    return _engine(backend).velocity(theta, omega, z, zw, x, xw)
+    z_noise, penalty = _check_objective_args(loss, z_noise, penalty, len(zw), K, L)
+    if backend == "numpy":
+        return _reference.velocity(theta, omega, z, zw, x, xw, loss, z_noise, penalty)
+    if z_noise is not None or penalty is not None:
+        raise ValueError(f"backend {backend!r} has no instance-noise offsets or gradient penalty "
+                         f"yet; use backend='numpy'")
+    if backend == "cuda":
+        if loss != "wasserstein":
+            raise ValueError(f"backend 'cuda' has the wasserstein objective only so far; got "
+                             f"loss {loss!r}")
+        return _engine(backend).velocity(theta, omega, z, zw, x, xw)
+    return _engine(backend).velocity(theta, omega, z, zw, x, xw, loss)
+
+
+def objectives(theta, omega, z, z_weights, x, x_weights, backend: str = "numpy", *,
+               loss: str = "wasserstein", z_noise=None, penalty=None) -> tuple[float, float]:
+    """The critic's and the generator's objectives ``(Psi_c, Psi_g)`` (MODEL.md section 7).
+
+    ``Psi_c = sum_b zw_b phi_1(f(g(z_b))) + sum_b xw_b phi_2(f(x_b)) - lam P`` and
+    ``Psi_g = sum_b zw_b phi_3(f(g(z_b)))``, in forms that stay finite when the critic
+    saturates.  Arguments as in :func:`velocity` (``backend`` is accepted for symmetry: the
+    objectives are diagnostics and evaluate with the NumPy reference).
+
+    Returns
+    -------
+    psi_c, psi_g : float
+    """
+    check_backend(backend)
+    theta, omega, K, L = check_particles(theta, omega)
+    z, zw, x, xw = check_nodes(z, z_weights, x, x_weights, K, L)
+    z_noise, penalty = _check_objective_args(loss, z_noise, penalty, len(zw), K, L)
+    return _reference.objectives(theta, omega, z, zw, x, xw, loss, z_noise, penalty)
 
 
 def project_velocity(omega, v_omega, clip: float) -> np.ndarray:

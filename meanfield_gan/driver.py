@@ -16,12 +16,15 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from ._validation import check_particles, positive_int
-from .core import energy
+from .core import (
+    critic_output, energy, generator_output, objectives, project_velocity, velocity,
+)
 from .engines import check_backend, make_runner
+from .model.objectives import discriminator_error
 from .model.problem import Problem, State
 from .model.schemes import SGD, Scheme
 
-__all__ = ["simulate", "Trajectory", "NonFiniteError", "draw_batches", "CHUNK_STEPS",
+__all__ = ["simulate", "Trajectory", "NonFiniteError", "draw_batches", "draw_extras", "CHUNK_STEPS",
            "record_steps", "boundary_fraction"]
 
 #: Steps per chunk of pre-drawn SGD batches (and per compiled call of the step loop).
@@ -113,16 +116,66 @@ def draw_batches(problem: Problem, scheme: SGD, seed: int, chunk: int
             np.ascontiguousarray(x.transpose(0, 1, 3, 2)))
 
 
+def draw_extras(problem: Problem, scheme: SGD, seed: int, chunk: int) -> dict[str, np.ndarray]:
+    """The instance-noise and penalty draws of chunk ``chunk`` of an SGD run (may be empty).
+
+    Each ingredient has a stream of its own, ``SeedSequence(seed, spawn_key=(chunk, i))``
+    (``i = 1`` noise, ``i = 2`` penalty), so the latent and data batches of
+    :func:`draw_batches` are those of a run without them.
+
+    Returns
+    -------
+    dict
+        ``gen_noise (CHUNK_STEPS, latent_slots, K, m)`` and ``data_noise (CHUNK_STEPS,
+        data_slots, K, m)`` standard normal offsets (scaled by ``sigma_n`` when used);
+        ``eps (CHUNK_STEPS, data_slots, m)`` uniform on ``[0, 1]``.
+    """
+    out: dict[str, np.ndarray] = {}
+    m, K = scheme.batch_size, problem.K
+    nz, nx = scheme.latent_slots, scheme.data_slots
+    if problem.instance_noise > 0:
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(chunk, 1))))
+        out["gen_noise"] = np.ascontiguousarray(
+            rng.standard_normal((CHUNK_STEPS, nz, m, K)).transpose(0, 1, 3, 2))
+        out["data_noise"] = np.ascontiguousarray(
+            rng.standard_normal((CHUNK_STEPS, nx, m, K)).transpose(0, 1, 3, 2))
+    if problem.gradient_penalty > 0:
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(chunk, 2))))
+        out["eps"] = rng.random((CHUNK_STEPS, nx, m))
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # the driver
 # --------------------------------------------------------------------------------------
 
 
 def _observe(problem: Problem, theta, omega, quad, backend: str) -> dict[str, float]:
+    """The recorded observables at one snapshot, with the problem's quadrature.
+
+    ``psi`` (the WGAN energy), the critic's boundary fraction, the objectives ``(Psi_c,
+    Psi_g)`` of the problem's loss, the speeds ``sqrt(mean |V|^2)`` of both players (the
+    critic's projected onto the box, neither scaled by ``gamma_c``), and for the minimax
+    objectives the discriminator's error (MODEL.md section 8).
+    """
     z, zw, x, xw = quad
     eb = "numpy" if backend == "numpy" else "numba"
-    return {"psi": energy(theta, omega, z, zw, x, xw, backend=eb),
-            "critic_boundary_fraction": boundary_fraction(omega, problem.clip)}
+    penalty = None
+    if problem.gradient_penalty > 0:
+        penalty = (problem.gradient_penalty, problem.penalty_triples())
+        eb = "numpy"  # the numba engine has no penalty yet
+    vt, vo = velocity(theta, omega, z, zw, x, xw, backend=eb, loss=problem.loss, penalty=penalty)
+    vo = project_velocity(omega, vo, problem.clip)
+    psi_c, psi_g = objectives(theta, omega, z, zw, x, xw, loss=problem.loss, penalty=penalty)
+    out = {"psi": energy(theta, omega, z, zw, x, xw, backend=eb),
+           "critic_boundary_fraction": boundary_fraction(omega, problem.clip),
+           "critic_objective": psi_c, "generator_objective": psi_g,
+           "generator_speed": float(np.sqrt(np.mean(np.sum(vt * vt, axis=(1, 2))))),
+           "critic_speed": float(np.sqrt(np.mean(np.sum(vo * vo, axis=1))))}
+    if problem.loss != "wasserstein":
+        fg = critic_output(omega, generator_output(theta, z))
+        out["discriminator_error"] = discriminator_error(fg, zw, critic_output(omega, x), xw)
+    return out
 
 
 def simulate(problem: Problem, state: State, scheme, t_end: float, *,
@@ -224,7 +277,7 @@ def simulate(problem: Problem, state: State, scheme, t_end: float, *,
 
         bar = tqdm(total=step_end - state.step, unit="step", desc="simulate", leave=False)
     step = state.step
-    cached_chunk, Zc, Xc = -1, None, None
+    cached_chunk, Zc, Xc, Ec = -1, None, None, {}
     try:
         if step in rec_set:
             take(step)
@@ -232,13 +285,15 @@ def simulate(problem: Problem, state: State, scheme, t_end: float, *,
             while step < stop:
                 chunk, off = divmod(step, CHUNK_STEPS)
                 n = int(min(stop - step, CHUNK_STEPS - off))
-                Zs = Xs = None
+                Zs = Xs = extra = None
                 if scheme.stochastic:
                     if chunk != cached_chunk:
                         Zc, Xc = draw_batches(problem, scheme, seed, chunk)
+                        Ec = draw_extras(problem, scheme, seed, chunk)
                         cached_chunk = chunk
                     Zs, Xs = Zc[off:off + n], Xc[off:off + n]
-                done = runner.advance(n, Zs, Xs)
+                    extra = {k: v[off:off + n] for k, v in Ec.items()} or None
+                done = runner.advance(n, Zs, Xs, extra)
                 if done < n:
                     bad = step + done + 1
                     raise NonFiniteError(bad, bad * dt)

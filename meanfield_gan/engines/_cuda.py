@@ -587,6 +587,10 @@ class CudaRunner(Runner):
         super().__init__(problem, state, scheme)
         if self.rule not in RULES:
             raise ValueError(f"the cuda engine has no step rule {self.rule!r}")
+        if (problem.loss != "wasserstein" or problem.instance_noise > 0
+                or problem.gradient_penalty > 0):
+            raise ValueError("the cuda engine has the wasserstein objective without noise or "
+                             "penalty only so far")
         self.rho = self.hyper.get("rho", 0.0)
         self.eps = self.hyper.get("eps", 1.0)
         self.sq_t, self.sq_o = self.opt.get("theta_sq"), self.opt.get("omega_sq")
@@ -665,7 +669,8 @@ class CudaRunner(Runner):
         self.field.evaluate(self.d_th, self.d_om, dZ[s, n_critic], dX[s, 0], gen=self._gen,
                             step=step)
 
-    def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None) -> int:
+    def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None,
+                extra: dict | None = None) -> int:
         """Take ``n`` steps; return ``n``, or the steps completed before a NaN/Inf appeared."""
         if self._bad >= 0:
             return 0

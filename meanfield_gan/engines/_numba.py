@@ -63,16 +63,19 @@ from numba import njit  # noqa: E402
 
 from .base import Runner  # noqa: E402
 from ._numba_kernels import (  # noqa: E402
-    _OPTS, _RMS, _STEP, _STORE, CHUNK_SIZE, MAX_CHUNKS, PAD, PARALLEL_MIN_WORK, _chunk_len,
+    _ADAM, _OPTS, _RMS, _STEP, _STORE, CHUNK_SIZE, MAX_CHUNKS, PAD, PARALLEL_MIN_WORK, _chunk_len,
     _clip, _pass1_par, _pass1_ser, _pass2_par, _pass2_ser, _pass3_par, _pass3_ser, _project,
     n_chunks, sigmoid,
 )
 
 #: Scheme codes of :func:`run_steps` (VELOCITY: store both velocity fields, no step;
 #: CRITIC_VELOCITY: the critic's only, without the generator pass).
-EULER, HEUN, SGD, SGD_ALT, RMSPROP, VELOCITY, CRITIC_VELOCITY = 0, 1, 2, 3, 4, 5, 6
+EULER, HEUN, SGD, SGD_ALT, RMSPROP, VELOCITY, CRITIC_VELOCITY, ADAM, ADAM_ALT = range(9)
 #: The step rule of each scheme (``Scheme.rule``) as a code of :func:`run_steps`.
-RULES = {"euler": EULER, "heun": HEUN, "sgd": SGD, "sgd_alt": SGD_ALT, "rmsprop": RMSPROP}
+RULES = {"euler": EULER, "heun": HEUN, "sgd": SGD, "sgd_alt": SGD_ALT, "rmsprop": RMSPROP,
+         "adam": ADAM, "adam_alt": ADAM_ALT}
+#: The objectives (``Problem.loss``) as codes of :func:`run_steps`.
+LOSS_CODES = {"wasserstein": 0, "minimax": 1, "non_saturating": 2}
 
 
 @njit(**_OPTS)
@@ -100,14 +103,40 @@ def _flags_ok(flags, n):
     return ok
 
 
+@njit(inline="always")
+def _sig(u):
+    # s(u) for the objective weights: exact library exp in the stable branch (|u| up to 700
+    # and beyond: s(-700) = 9.9e-305, not 0 or NaN); a handful of scalars per evaluation.
+    if u >= 0.0:
+        return 1.0 / (1.0 + math.exp(-u))
+    e = math.exp(u)
+    return e / (1.0 + e)
+
+
+@njit(**_OPTS)
+def _critic_at(par, om, pT, mreal, fpart, ubuf_f, fout):
+    """``f(p_b)`` at the nodes ``pT (K, B)`` into ``fout (1, B)``: pass 1 on the critic (a
+    critic is a generator with one output row, ``theta = omega[:, None, :]``)."""
+    K2, Mp = om.shape
+    om3 = om.reshape((1, K2, Mp))
+    if par:
+        _pass1_par(fpart.shape[0], om3, pT, fpart, ubuf_f)
+    else:
+        _pass1_ser(fpart.shape[0], om3, pT, fpart, ubuf_f)
+    _reduce(fpart, 1.0 / mreal, fout)
+
+
 @njit(**_OPTS)
 def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode, dt, gdt, clip,
-           sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags,
-           par):
+           sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags,
+           loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par):
     """One velocity evaluation: store (``mode=_STORE``) or step with the fused updates.
 
     ``th (K, L+2, Np)`` and ``om (K+2, Mp)`` are the padded particle-layout arrays holding
-    ``nreal`` and ``mreal`` particles.  Returns False if a stepped coordinate became NaN/Inf.
+    ``nreal`` and ``mreal`` particles.  ``loss`` is an objective code (:data:`LOSS_CODES`):
+    the non-linear objectives first evaluate ``f`` at the nodes (one more pass over the
+    critic), then run the Wasserstein sums with the node weights ``w_b phi'(f_b)`` of
+    MODEL.md section 7.  Returns False if a stepped coordinate became NaN/Inf.
     """
     cg = gpart.shape[0]
     cc = hpart.shape[0]
@@ -116,22 +145,43 @@ def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode,
     else:
         _pass1_ser(cg, th, zT, gpart, ubuf_g)
     _reduce(gpart, 1.0 / nreal, gT)
+    zc, xc, hsep = zw, xw, False
+    if loss != 0:
+        _critic_at(par, om, gT, mreal, fpart_g, ubuf_f, fg)
+        for b in range(zw.shape[0]):
+            w1[b] = zw[b] * _sig(-fg[0, b])  # phi_1' = s(-f)
+            # phi_3' = s(-f) (minimax: the same weights) or s(f) (non-saturating)
+            w3[b] = zw[b] * (_sig(-fg[0, b]) if loss == 1 else _sig(fg[0, b]))
+        if need_vo:
+            _critic_at(par, om, xT, mreal, fpart_x, ubuf_f, fx)
+            for b in range(xw.shape[0]):
+                w2[b] = xw[b] * _sig(fx[0, b])  # -phi_2' = s(f), the data side's minus sign
+        zc, xc, hsep = w1, w2, loss == 2
+        if hsep and need_vt:
+            # grad f at the generated points with the generator's own weights, before the
+            # critic moves (pass 2 with need_vo false stores no velocity and steps nothing)
+            no = mode < 0
+            if par:
+                _pass2_par(cc, mreal, om, gT, w3, xT, xc, vo, hpart, ubuf_c, acc_c, need_vt, no,
+                           mode, gdt, clip, sq_o, hyp, flags)
+            else:
+                _pass2_ser(cc, mreal, om, gT, w3, xT, xc, vo, hpart, ubuf_c, acc_c, need_vt, no,
+                           mode, gdt, clip, sq_o, hyp, flags)
+    need_h = need_vt and not hsep
     if par:
-        _pass2_par(cc, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf_c, acc_c, need_vt, need_vo,
-                   mode, gdt, clip, sq_o, rho, eps, flags)
+        _pass2_par(cc, mreal, om, gT, zc, xT, xc, vo, hpart, ubuf_c, acc_c, need_h, need_vo,
+                   mode, gdt, clip, sq_o, hyp, flags)
     else:
-        _pass2_ser(cc, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf_c, acc_c, need_vt, need_vo,
-                   mode, gdt, clip, sq_o, rho, eps, flags)
+        _pass2_ser(cc, mreal, om, gT, zc, xT, xc, vo, hpart, ubuf_c, acc_c, need_h, need_vo,
+                   mode, gdt, clip, sq_o, hyp, flags)
     ok = _flags_ok(flags, cc)
     if need_vt:
         # hpart carries the weights w_b already, so whT = w_b grad f(g(z_b)).
         _reduce(hpart, 1.0 / mreal, whT)
         if par:
-            _pass3_par(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, rho, eps,
-                       flags)
+            _pass3_par(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, hyp, flags)
         else:
-            _pass3_ser(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, rho, eps,
-                       flags)
+            _pass3_ser(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, hyp, flags)
         ok = _flags_ok(flags, cg) and ok
     return ok
 
@@ -182,15 +232,25 @@ class Workspace:
         st, so = (K, L + 2, Np), (K + 2, Mp)
         self.th, self.om = np.zeros(st), np.zeros(so)
         self.vt, self.vo = np.zeros(st), np.zeros(so)
-        heun, rms = kind == HEUN, kind == RMSPROP
+        heun = kind == HEUN
+        P = 1 if kind == RMSPROP else (2 if kind in (ADAM, ADAM_ALT) else 0)
         self.vt2, self.vo2 = np.zeros(st if heun else (0, 0, 0)), np.zeros(so if heun else (0, 0))
         self.th2, self.om2 = np.zeros(st if heun else (0, 0, 0)), np.zeros(so if heun else (0, 0))
-        self.sq_t, self.sq_o = np.zeros(st if rms else (0, 0, 0)), np.zeros(so if rms else (0, 0))
+        # optimiser state: P arrays side by side along the particle axis
+        self.sq_t = np.zeros((K, L + 2, P * Np))
+        self.sq_o = np.zeros((K + 2, P * Mp))
+        # the non-linear objectives' f at the nodes and node weights (small: a few B)
+        self.fpart_g = np.empty((cc, 1, Bz))
+        self.fpart_x = np.empty((cc, 1, Bx))
+        self.ubuf_f = np.empty((cc, nc))
+        self.fg, self.fx = np.empty((1, Bz)), np.empty((1, Bx))
+        self.w1, self.w2, self.w3 = np.empty(Bz), np.empty(Bx), np.empty(Bz)
 
     def args(self) -> tuple:
         return (self.th, self.om, self.vt, self.vo, self.vt2, self.vo2, self.th2, self.om2,
                 self.sq_t, self.sq_o, self.gT, self.whT, self.gpart, self.hpart, self.ubuf_g,
-                self.ubuf_c, self.acc_g, self.acc_c, self.flags, self.par)
+                self.ubuf_c, self.acc_g, self.acc_c, self.flags, self.fpart_g, self.fpart_x,
+                self.ubuf_f, self.fg, self.fx, self.w1, self.w2, self.w3, self.par)
 
 
 @njit(**_OPTS)
@@ -217,7 +277,8 @@ def _from_particle_layout(thS, omS, theta, omega):
             omega[j, d] = omS[d, j]
 
 
-def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args, critic_only=False):
+def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args, critic_only=False,
+                  loss: str = "wasserstein"):
     """Both velocity fields of ``(theta, omega)`` into ``vt``, ``vo``; inputs unchanged.
 
     ``ws_args`` is ``Workspace(...).args()``.  Runs :func:`run_steps` with the VELOCITY code
@@ -228,9 +289,9 @@ def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args, critic_only=Fa
     K = omega.shape[1] - 2
     L = theta.shape[2] - 2
     kind = CRITIC_VELOCITY if critic_only else VELOCITY
-    run_steps(kind, theta, omega, 1, zT, zw, xT, xw, np.zeros((1, 1, L, 1)),
-              np.zeros((1, 1, K, 1)), 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, theta, omega, vt, vo,
-              *ws_args)
+    run_steps(kind, theta, omega, 1, 0, zT, zw, xT, xw, np.zeros((1, 1, L, 1)),
+              np.zeros((1, 1, K, 1)), 0.0, 0.0, 0.0, 1.0, _NO_HYPER, LOSS_CODES[loss],
+              _NO_OPT_T, _NO_OPT_O, vt, vo, *ws_args)
 
 
 def energy(theta, omega, zT, zw, xT, xw) -> float:
@@ -248,6 +309,11 @@ def energy(theta, omega, zT, zw, xT, xw) -> float:
     vo = np.empty_like(omega)
     velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws.args(), critic_only=True)
     return math.fsum(omega[:, 0] * vo[:, 0]) / M
+
+
+_NO_HYPER = np.array([0.0, 1.0, 0.0, 1.0, 1.0])
+_NO_OPT_T = np.zeros((0, 1, 1, 1))
+_NO_OPT_O = np.zeros((0, 1, 1))
 
 
 # ======================================================================================
@@ -299,13 +365,21 @@ def _heun_combine(y, h, k1, y2, k2, clip, do_clip):
         yf[i] = v
 
 
+@njit(inline="always")
+def _adam_k(hyp, k):
+    # Adam's bias corrections 1/(1 - beta^k) for the k-th update (k >= 1)
+    hyp[3] = 1.0 / (1.0 - hyp[0] ** k)
+    hyp[4] = 1.0 / (1.0 - hyp[2] ** k)
+
+
 @njit(**_OPTS)
-def _steps(kind, N, M, th, om, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip, rho,
-           eps, sq_t, sq_o, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart, ubuf_g, ubuf_c,
-           acc_g, acc_c, flags, par):
+def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
+           hyp, sq_t, sq_o, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart, ubuf_g, ubuf_c,
+           acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par):
     """The step loop on the padded particle-layout arrays; returns the number of finite steps.
 
-    The padding of every array stays zero: velocities are stored for real particles only, so
+    ``step0`` is the run's step before the first of these (Adam's bias corrections).  The
+    padding of every array stays zero: velocities are stored for real particles only, so
     Heun's stages and combination leave padded coordinates at 0.
     """
     # Flags and modes as runtime values: a constant argument (True, _STEP) has a literal type,
@@ -313,62 +387,72 @@ def _steps(kind, N, M, th, om, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt
     yes = n_steps >= -1
     no = n_steps < -1
     store = kind * 0 + _STORE
-    step = kind * 0 + _STEP
-    mode = kind * 0 + (_RMS if kind == RMSPROP else _STEP)
+    adam = kind == ADAM or kind == ADAM_ALT
+    mode = kind * 0 + (_RMS if kind == RMSPROP else (_ADAM if adam else _STEP))
     for s in range(n_steps):
-        if kind == EULER or kind == SGD or kind == RMSPROP:
+        if kind == EULER or kind == SGD or kind == RMSPROP or kind == ADAM:
             if kind == EULER:
                 z = zT
                 x = xT
             else:
                 z = Zs[s, 0]
                 x = Xs[s, 0]
+            if adam:
+                _adam_k(hyp, step0 + s + 1)
             ok = _field(N, M, th, om, z, zw, x, xw, vt, vo, yes, yes, mode, dt, gdt, clip,
-                        sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g,
-                        acc_c, flags, par)
+                        sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g,
+                        acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par)
         elif kind == HEUN:
             _field(N, M, th, om, zT, zw, xT, xw, vt, vo, yes, yes, store, dt, gdt, clip,
-                   sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
-                   flags, par)
+                   sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
+                   flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par)
             _heun_stage(th, vt, th2, dt, clip, no, no)
             _heun_stage(om, vo, om2, gdt, clip, yes, yes)
             _field(N, M, th2, om2, zT, zw, xT, xw, vt2, vo2, yes, yes, store, dt, gdt, clip,
-                   sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
-                   flags, par)
+                   sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
+                   flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par)
             _heun_combine(th, 0.5 * dt, vt, th2, vt2, clip, no)
             _heun_combine(om, 0.5 * gdt, vo, om2, vo2, clip, yes)
             ok = _all_finite(th) and _all_finite(om)
-        else:  # SGD_ALT: n_critic critic steps with fresh batches, then one generator step
+        else:  # SGD_ALT, ADAM_ALT: n_critic critic steps with fresh batches, then the generator
             n_critic = Xs.shape[1]
             ok = True
             for c in range(n_critic):
-                ok = _field(N, M, th, om, Zs[s, c], zw, Xs[s, c], xw, vt, vo, no, yes, step,
-                            dt, crit_dt, clip, sq_t, sq_o, rho, eps, gT, whT, gpart, hpart,
-                            ubuf_g, ubuf_c, acc_g, acc_c, flags, par) and ok
-            ok = _field(N, M, th, om, Zs[s, n_critic], zw, Xs[s, 0], xw, vt, vo, yes, no, step,
-                        dt, crit_dt, clip, sq_t, sq_o, rho, eps, gT, whT, gpart, hpart, ubuf_g,
-                        ubuf_c, acc_g, acc_c, flags, par) and ok
+                if adam:
+                    _adam_k(hyp, (step0 + s) * n_critic + c + 1)
+                ok = _field(N, M, th, om, Zs[s, c], zw, Xs[s, c], xw, vt, vo, no, yes, mode,
+                            dt, crit_dt, clip, sq_t, sq_o, hyp, gT, whT, gpart, hpart,
+                            ubuf_g, ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x,
+                            ubuf_f, fg, fx, w1, w2, w3, par) and ok
+            if adam:
+                _adam_k(hyp, step0 + s + 1)
+            ok = _field(N, M, th, om, Zs[s, n_critic], zw, Xs[s, 0], xw, vt, vo, yes, no, mode,
+                        dt, crit_dt, clip, sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g,
+                        ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx,
+                        w1, w2, w3, par) and ok
         if not ok:
             return s  # steps completed before the one that produced NaN/Inf
     return n_steps
 
 
 @njit(**_OPTS)
-def run_steps(kind, theta, omega, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
-              rho, eps, sq_t, sq_o, vt_out, vo_out, th, om, vt, vo, vt2, vo2, th2, om2, sqtS,
-              sqoS, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, par):
+def run_steps(kind, theta, omega, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
+              hyp, loss, sq_t, sq_o, vt_out, vo_out, th, om, vt, vo, vt2, vo2, th2, om2, sqtS,
+              sqoS, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, fpart_g, fpart_x,
+              ubuf_f, fg, fx, w1, w2, w3, par):
     """Advance ``(theta, omega)`` in place by ``n_steps`` steps of scheme ``kind``.
 
     Deterministic schemes (EULER, HEUN) use the fixed quadrature ``zT, zw, xT, xw``; stochastic
     ones read step ``s``'s batches from ``Zs[s, slot]`` (shape ``(L, m)``) and ``Xs[s, slot]``
     (``(K, m)``) with uniform weights ``zw``/``xw`` of length ``m``.  ``dt`` is the generator
     step, ``gdt = gamma_c dt`` the simultaneous critic step, ``crit_dt`` the step of each
-    alternating critic update; ``sq_t``, ``sq_o`` are RMSProp's running means (updated in
-    place).  With kind VELOCITY both velocity fields go to ``vt_out``, ``vo_out`` (with
-    CRITIC_VELOCITY only ``vo_out``) and nothing moves.  The arguments from ``th`` on are
-    :meth:`Workspace.args`: the state is copied to the padded particle layout, stepped there
-    and copied back (also after a NaN/Inf stop).
-    Returns the number of steps taken (fewer if NaN/Inf appeared).
+    alternating critic update; ``hyp`` the optimiser's numbers (see :func:`_apply_row`);
+    ``sq_t``, ``sq_o`` its state (RMSProp's running means, or Adam's two moments stacked along
+    the particle axis), updated in place; ``loss`` the objective's code.  With kind VELOCITY
+    both velocity fields go to ``vt_out``, ``vo_out`` (with CRITIC_VELOCITY only ``vo_out``)
+    and nothing moves.  The arguments from ``th`` on are :meth:`Workspace.args`: the state is
+    copied to the padded particle layout, stepped there and copied back (also after a NaN/Inf
+    stop).  Returns the number of steps taken (fewer if NaN/Inf appeared).
     """
     N = theta.shape[0]
     M = omega.shape[0]
@@ -378,18 +462,41 @@ def run_steps(kind, theta, omega, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit
         need_vt = kind == VELOCITY
         store = kind * 0 + _STORE
         _field(N, M, th, om, zT, zw, xT, xw, vt, vo, need_vt, yes, store, 0.0, 0.0, 1.0, sqtS,
-               sqoS, 0.0, 1.0, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, par)
+               sqoS, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, loss,
+               fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par)
         _from_particle_layout(vt, vo, vt_out, vo_out)
         return 1
-    if kind == RMSPROP:
-        _to_particle_layout(sq_t, sq_o, sqtS, sqoS)
-    done = _steps(kind, N, M, th, om, n_steps, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
-                  rho, eps, sqtS, sqoS, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart,
-                  ubuf_g, ubuf_c, acc_g, acc_c, flags, par)
+    moments = kind == RMSPROP or kind == ADAM or kind == ADAM_ALT
+    if moments:
+        _opt_to_layout(sq_t, sq_o, sqtS, sqoS)
+    done = _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt,
+                  clip, hyp, sqtS, sqoS, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart,
+                  ubuf_g, ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx,
+                  w1, w2, w3, par)
     _from_particle_layout(th, om, theta, omega)
-    if kind == RMSPROP:
-        _from_particle_layout(sqtS, sqoS, sq_t, sq_o)
+    if moments:
+        _opt_from_layout(sqtS, sqoS, sq_t, sq_o)
     return done
+
+
+@njit(**_OPTS)
+def _opt_to_layout(sq_t, sq_o, sqtS, sqoS):
+    """Optimiser state ``(P, N, K, L+2)``/``(P, M, K+2)`` (``P`` arrays: RMSProp 1, Adam 2) to
+    the particle layout, array ``p`` at particle offset ``p Np`` (``p Mp``)."""
+    Np = sqtS.shape[2] // sq_t.shape[0]
+    Mp = sqoS.shape[1] // sq_o.shape[0]
+    for p in range(sq_t.shape[0]):
+        _to_particle_layout(sq_t[p], sq_o[p], sqtS[:, :, p * Np:(p + 1) * Np],
+                            sqoS[:, p * Mp:(p + 1) * Mp])
+
+
+@njit(**_OPTS)
+def _opt_from_layout(sqtS, sqoS, sq_t, sq_o):
+    Np = sqtS.shape[2] // sq_t.shape[0]
+    Mp = sqoS.shape[1] // sq_o.shape[0]
+    for p in range(sq_t.shape[0]):
+        _from_particle_layout(sqtS[:, :, p * Np:(p + 1) * Np], sqoS[:, p * Mp:(p + 1) * Mp],
+                              sq_t[p], sq_o[p])
 
 
 class NumbaRunner(Runner):
@@ -401,23 +508,38 @@ class NumbaRunner(Runner):
             self.code = RULES[self.rule]
         except KeyError:
             raise ValueError(f"the numba engine has no step rule {self.rule!r}") from None
+        if problem.instance_noise > 0 or problem.gradient_penalty > 0:
+            raise ValueError("instance noise and the gradient penalty run on backend='numpy' "
+                             "only so far (the numba engine does not have them yet)")
+        self.loss_code = LOSS_CODES[problem.loss]
         Bz, Bx = self.node_counts(scheme)
         self.ws = Workspace(state.N, state.M, problem.K, problem.L, Bz, Bx, kind=self.code)
         self._dummy_Z = np.zeros((1, 1, problem.L, 1))
         self._dummy_X = np.zeros((1, 1, problem.K, 1))
-        self.rho = self.hyper.get("rho", 0.0)
-        self.eps = self.hyper.get("eps", 1.0)
-        if "theta_sq" in self.opt:
-            self.sq_t, self.sq_o = self.opt["theta_sq"], self.opt["omega_sq"]
+        h = self.hyper
+        if "beta1" in h:
+            self.hyp = np.array([h["beta1"], h["eps"], h["beta2"], 1.0, 1.0])
         else:
-            self.sq_t, self.sq_o = np.zeros((1, 1, 1)), np.zeros((1, 1))
+            self.hyp = np.array([h.get("rho", 0.0), h.get("eps", 1.0), 0.0, 1.0, 1.0])
+        # the optimiser's arrays stacked as run_steps takes them (copied back after each call)
+        names = scheme.opt_keys
+        self._opt_t = np.stack([self.opt[f"theta_{k}"] for k in names]) if names else _NO_OPT_T
+        self._opt_o = np.stack([self.opt[f"omega_{k}"] for k in names]) if names else _NO_OPT_O
 
-    def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None) -> int:
-        return int(run_steps(
-            self.code, self.theta, self.omega, n, self.zT, self.zw, self.xT, self.xw,
+    def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None,
+                extra: dict | None = None) -> int:
+        if extra:
+            raise ValueError("the numba engine takes no noise or penalty draws")
+        done = int(run_steps(
+            self.code, self.theta, self.omega, n, self.step, self.zT, self.zw, self.xT, self.xw,
             self._dummy_Z if Zs is None else Zs, self._dummy_X if Xs is None else Xs,
-            self.dt, self.gdt, self.crit_dt, self.clip, self.rho, self.eps, self.sq_t, self.sq_o,
-            self.theta, self.omega, *self.ws.args()))
+            self.dt, self.gdt, self.crit_dt, self.clip, self.hyp, self.loss_code, self._opt_t,
+            self._opt_o, self.theta, self.omega, *self.ws.args()))
+        for p, k in enumerate(self.scheme.opt_keys):
+            self.opt[f"theta_{k}"][...] = self._opt_t[p]
+            self.opt[f"omega_{k}"][...] = self._opt_o[p]
+        self.step += done
+        return done
 
 
 def generator_output(theta, z) -> np.ndarray:
@@ -440,12 +562,17 @@ def generator_output(theta, z) -> np.ndarray:
     return np.ascontiguousarray(gT.T)
 
 
-def velocity(theta, omega, z, zw, x, xw) -> tuple[np.ndarray, np.ndarray]:
+def velocity(theta, omega, z, zw, x, xw, loss: str = "wasserstein", z_noise=None,
+             penalty=None) -> tuple[np.ndarray, np.ndarray]:
     """Both velocity fields (validated inputs, nodes as rows ``(B, L)``, ``(B, K)``)."""
+    if penalty is not None:
+        raise ValueError("the gradient penalty runs on backend='numpy' only so far")
     N, K, L2 = theta.shape
     ws = Workspace(N, omega.shape[0], K, L2 - 2, len(zw), len(xw))
     vt = np.empty_like(theta)
     vo = np.empty_like(omega)
+    if z_noise is not None:
+        raise ValueError("instance-noise offsets run on backend='numpy' only so far")
     velocity_into(theta, omega, np.ascontiguousarray(z.T), zw, np.ascontiguousarray(x.T), xw,
-                  vt, vo, *ws.args())
+                  vt, vo, *ws.args(), loss=loss)
     return vt, vo

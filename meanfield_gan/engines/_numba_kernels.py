@@ -30,8 +30,8 @@ PAD = 8
 PARALLEL_MIN_WORK = 15_000
 
 # What a pass does with a particle's velocity: store it, take an SGD/Euler step
-# (y += h v, clipped to Q for the critic), or an RMSProp step.
-_STORE, _STEP, _RMS = 0, 1, 2
+# (y += h v, clipped to Q for the critic), an RMSProp or an Adam step.
+_STORE, _STEP, _RMS, _ADAM = 0, 1, 2, 3
 
 
 def n_chunks(n: int) -> int:
@@ -65,19 +65,40 @@ def _chunk(n, nch, ch):
 
 
 @njit(**_OPTS)
-def _apply_row(v, y, sq, mode, h, rho, eps, clip, do_clip):
+def _apply_row(v, y, sq, sq2, mode, h, hyp, clip, do_clip):
     """Update the coordinates ``y`` (a row of particles) with velocities ``v``, vectorised.
 
-    Returns a value that is 0 if every new coordinate is finite and NaN otherwise
-    (``y * 0`` is NaN exactly for NaN/Inf ``y``: the fast-math flags here have no ``nnan``).
+    ``mode`` ``_STEP``: ``y += h v``; ``_RMS``: RMSProp with running mean ``sq`` and
+    ``hyp = (hyp, ...)``; ``_ADAM``: Adam with moments ``sq`` (first) and ``sq2``
+    (second) and ``hyp = (beta1, eps, beta2, 1/(1 - beta1^k), 1/(1 - beta2^k))``.  Returns a
+    value that is 0 if every new coordinate is finite and NaN otherwise (``y * 0`` is NaN
+    exactly for NaN/Inf ``y``: the fast-math flags here have no ``nnan``).
     """
     chk = 0.0
     n = v.shape[0]
     if mode == _RMS:
+        rho = hyp[0]
+        eps = hyp[1]
         for i in range(n):
             s = rho * sq[i] + (1.0 - rho) * v[i] * v[i]
             sq[i] = s
             yn = y[i] + h * v[i] / (np.sqrt(s) + eps)
+            if do_clip:
+                yn = _clip(yn, clip)
+            y[i] = yn
+            chk += yn * 0.0
+    elif mode == _ADAM:
+        b1 = hyp[0]
+        eps = hyp[1]
+        b2 = hyp[2]
+        c1 = hyp[3]
+        c2 = hyp[4]
+        for i in range(n):
+            m = b1 * sq[i] + (1.0 - b1) * v[i]
+            s = b2 * sq2[i] + (1.0 - b2) * v[i] * v[i]
+            sq[i] = m
+            sq2[i] = s
+            yn = y[i] + h * (m * c1) / (np.sqrt(s * c2) + eps)
             if do_clip:
                 yn = _clip(yn, clip)
             y[i] = yn
@@ -465,7 +486,7 @@ def _part_critic_side(om, i0, n, pT, pw, sign, acc, u, dbuf, hp, with_h):
 
 @njit(**_OPTS)
 def _part_critic(ch, nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, need_vo,
-                 mode, hstep, clip, sq, rho, eps, flags):
+                 mode, hstep, clip, sq, hyp, flags):
     """Chunk ``ch`` of pass 2: critic velocities and the ``grad f`` partial sums.
 
     ``hpart[ch, k, b] = sum_{j in chunk} alpha_j beta_jk zw_b s'(u_jb)`` (with ``need_h``).
@@ -498,16 +519,18 @@ def _part_critic(ch, nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, ne
         if mode == _STORE:
             vo[d, j0:j0 + nr] = acc[d, :nr]
         else:
-            # (sq is a dummy unless mode is RMSProp: hand _apply_row a valid row instead)
-            sqr = sq[d, j0:j0 + nr] if mode == _RMS else acc[d, :nr]
-            chk += _apply_row(acc[d, :nr], om[d, j0:j0 + nr], sqr, mode, hstep, rho, eps, clip,
+            # (sq is a dummy unless the mode keeps moments: hand _apply_row a valid row
+            # instead; Adam's second moments sit after the first, at offset Mp)
+            sqr = sq[d, j0:j0 + nr] if mode >= _RMS else acc[d, :nr]
+            sq2 = sq[d, M + j0:M + j0 + nr] if mode == _ADAM else sqr
+            chk += _apply_row(acc[d, :nr], om[d, j0:j0 + nr], sqr, sq2, mode, hstep, hyp, clip,
                               True)
     if not chk == 0.0:
         flags[ch] = 0
 
 
 @njit(**_OPTS)
-def _part_gen_velocity(ch, nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho, eps,
+def _part_gen_velocity(ch, nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, hyp,
                        flags):
     """Chunk ``ch`` of pass 3: ``V_theta`` given ``whT[k, b] = w_b h_k(z_b)``, stored or stepped
     (as in :func:`_part_critic`; only the first ``nreal`` particles)."""
@@ -577,8 +600,9 @@ def _part_gen_velocity(ch, nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hste
             if mode == _STORE:
                 vt[k, d, i0:i0 + nr] = acc[d, :nr]
             else:
-                sqr = sq[k, d, i0:i0 + nr] if mode == _RMS else acc[d, :nr]
-                chk += _apply_row(acc[d, :nr], th[k, d, i0:i0 + nr], sqr, mode, hstep, rho, eps,
+                sqr = sq[k, d, i0:i0 + nr] if mode >= _RMS else acc[d, :nr]
+                sq2 = sq[k, d, N + i0:N + i0 + nr] if mode == _ADAM else sqr
+                chk += _apply_row(acc[d, :nr], th[k, d, i0:i0 + nr], sqr, sq2, mode, hstep, hyp,
                                   0.0, False)
     if not chk == 0.0:
         flags[ch] = 0
@@ -605,29 +629,29 @@ def _pass1_ser(nch, th, zT, gpart, ubuf):
 
 @njit(parallel=True, **_OPTS)
 def _pass2_par(nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, need_vo, mode,
-               hstep, clip, sq, rho, eps, flags):
+               hstep, clip, sq, hyp, flags):
     for ch in prange(nch):
         _part_critic(np.int64(ch), nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf,
-                     need_h, need_vo, mode, hstep, clip, sq, rho, eps, flags)
+                     need_h, need_vo, mode, hstep, clip, sq, hyp, flags)
 
 
 @njit(**_OPTS)
 def _pass2_ser(nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, need_vo, mode,
-               hstep, clip, sq, rho, eps, flags):
+               hstep, clip, sq, hyp, flags):
     for ch in range(nch):
         _part_critic(np.int64(ch), nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf,
-                     need_h, need_vo, mode, hstep, clip, sq, rho, eps, flags)
+                     need_h, need_vo, mode, hstep, clip, sq, hyp, flags)
 
 
 @njit(parallel=True, **_OPTS)
-def _pass3_par(nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho, eps, flags):
+def _pass3_par(nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, hyp, flags):
     for ch in prange(nch):
         _part_gen_velocity(np.int64(ch), nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode,
-                           hstep, sq, rho, eps, flags)
+                           hstep, sq, hyp, flags)
 
 
 @njit(**_OPTS)
-def _pass3_ser(nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, rho, eps, flags):
+def _pass3_ser(nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, hyp, flags):
     for ch in range(nch):
         _part_gen_velocity(np.int64(ch), nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode,
-                           hstep, sq, rho, eps, flags)
+                           hstep, sq, hyp, flags)

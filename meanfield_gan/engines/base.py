@@ -55,6 +55,22 @@ class Runner:
         self.theta = state.theta.copy()
         self.omega = state.omega.copy()
         self.opt = scheme.opt_state(self.theta, self.omega, state.opt)
+        self.problem = problem
+        self.loss = problem.loss
+        #: Steps taken so far in the run (Adam's bias correction, annealed noise).
+        self.step = int(state.step)
+        self._penalty_nodes = None
+        if problem.gradient_penalty > 0 and not scheme.stochastic:
+            self._penalty_nodes = problem.penalty_triples()
+        self._noise_nodes = None
+        if problem.instance_noise > 0 and not scheme.stochastic:
+            from ..model.laws import gauss_hermite
+
+            self._noise_nodes = gauss_hermite(problem.noise_nodes, problem.K)
+
+    def batches(self, Zs, Xs, extra=None) -> "Nodes":
+        """The nodes of every step of a block (see :class:`Nodes`)."""
+        return Nodes(self, Zs, Xs, extra)
 
     def node_counts(self, scheme) -> tuple[int, int]:
         """Latent and data nodes per velocity evaluation (the batch size for SGD)."""
@@ -70,7 +86,55 @@ class Runner:
         """The current ``(theta, omega)`` (host arrays; not copies)."""
         return self.theta, self.omega
 
-    def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None) -> int:
-        """Take ``n`` steps (batches ``Zs``, ``Xs`` for stochastic schemes); return how many
-        finished before a NaN/Inf appeared (``n`` when all did)."""
+    def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None,
+                extra: dict | None = None) -> int:
+        """Take ``n`` steps (batches ``Zs``, ``Xs`` and the noise/penalty draws ``extra`` for
+        stochastic schemes); return how many finished before a NaN/Inf appeared (``n`` when
+        all did)."""
         raise NotImplementedError
+
+
+class Nodes:
+    """The nodes of the velocity evaluations of a block of steps, for the host engines.
+
+    ``nodes(s, zslot, xslot)`` gives ``(z (B, L), zw, x (B, K), xw, z_noise, penalty)`` for
+    step ``s`` of the block: the quadrature of a deterministic scheme (tensor Gauss-Hermite
+    nodes for the instance noise, fixed penalty triples), or the SGD batches of the slots
+    (noise draws scaled by ``sigma_n`` at the step's time; the penalty on the batch's own
+    pairs with their ``eps``).  ``z_noise`` and ``penalty`` are None when not used.
+    """
+
+    def __init__(self, runner: Runner, Zs, Xs, extra):
+        self.r, self.Zs, self.Xs, self.extra = runner, Zs, Xs, extra or {}
+        p = runner.problem
+        self.lam = p.gradient_penalty
+
+    def nodes(self, s: int, zslot: int, xslot: int):
+        r, p = self.r, self.r.problem
+        sigma = p.noise_at((r.step + s) * r.dt) if p.instance_noise > 0 else 0.0
+        if self.Zs is None:
+            z, zw = np.ascontiguousarray(r.zT.T), r.zw
+            x, xw = np.ascontiguousarray(r.xT.T), r.xw
+            z_noise = None
+            if r._noise_nodes is not None:
+                e, we = r._noise_nodes
+                nq = len(we)
+                # the tensor product (node, noise node): generated points g(z_b) + sigma e_q
+                z_noise = sigma * np.tile(e, (len(zw), 1))
+                z, zw = np.repeat(z, nq, axis=0), np.outer(zw, we).ravel()
+                x = (x[:, None, :] + sigma * e[None, :, :]).reshape(-1, x.shape[1])
+                xw = np.outer(xw, we).ravel()
+            penalty = None if r._penalty_nodes is None else (self.lam, r._penalty_nodes)
+            return z, zw, x, xw, z_noise, penalty
+        z = np.ascontiguousarray(self.Zs[s, zslot].T)
+        x_clean = np.ascontiguousarray(self.Xs[s, xslot].T)
+        x, z_noise = x_clean, None
+        if "gen_noise" in self.extra:
+            z_noise = sigma * self.extra["gen_noise"][s, zslot].T
+            x = x_clean + sigma * self.extra["data_noise"][s, xslot].T
+        penalty = None
+        if "eps" in self.extra:
+            # the batch's own pairs (X^r, Z^r), each with a fresh eps (Gulrajani et al.)
+            m = len(r.zw)
+            penalty = (self.lam, (z, x_clean, self.extra["eps"][s, xslot], np.full(m, 1.0 / m)))
+        return z, r.zw, x, r.xw, z_noise, penalty

@@ -21,6 +21,10 @@ from .laws import (
 __all__ = ["Problem", "State", "initial_state"]
 
 
+#: Seed of the penalty's fixed triples (:meth:`Problem.penalty_triples`).
+PENALTY_SEED = 20170331
+
+
 @dataclass(frozen=True, eq=False)
 class Problem:
     """A WGAN mean-field problem: dimensions, target ``P_*``, latent law and clipping box.
@@ -106,6 +110,23 @@ class Problem:
         if self.noise_anneal is not None:
             object.__setattr__(self, "noise_anneal", positive(self.noise_anneal, "noise_anneal"))
         object.__setattr__(self, "noise_nodes", positive_int(self.noise_nodes, "noise_nodes"))
+
+    def penalty_triples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The gradient penalty's fixed ``(z, x, eps, weights)`` for deterministic schemes.
+
+        ``penalty_size`` triples: ``eps`` a scrambled Sobol sequence on ``[0, 1]`` (low
+        discrepancy where the interpolates' spread matters most), ``z`` and ``x`` drawn once
+        from the latent law and the target with a fixed seed; equal weights.  Fixed, so every
+        engine and every call sees the same nodes.
+        """
+        from scipy.stats import qmc
+
+        P = self.penalty_size
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(PENALTY_SEED)))
+        eps = qmc.Sobol(1, scramble=True, seed=rng).random(P)[:, 0]
+        z = self.latent.sample(rng, P)
+        x = self.target.sample(rng, P)
+        return z, x, eps, np.full(P, 1.0 / P)
 
     def noise_at(self, t: float) -> float:
         """The instance-noise standard deviation at time ``t`` (annealed linearly if asked)."""
