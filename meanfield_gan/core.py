@@ -69,7 +69,7 @@ def generator_output(theta, z, backend: str = "numpy") -> np.ndarray:
 
 
 def critic_output(omega, x, backend: str = "numpy") -> np.ndarray:
-    """The critic ``f_nu(x_b) = (1/M) sum_j alpha_j s(beta_j . x_b + gamma_j)`` (MODEL.md 1).
+    """The critic ``f_nu(x_b) = (1/M) sum_j alpha_j s(<beta_j, x_b> + gamma_j)`` (MODEL.md 1).
 
     Parameters
     ----------
@@ -165,15 +165,12 @@ def velocity(theta, omega, z, z_weights, x, x_weights, backend: str = "numba", *
     z_noise, penalty = _check_objective_args(loss, z_noise, penalty, len(zw), K, L)
     if backend == "numpy":
         return _reference.velocity(theta, omega, z, zw, x, xw, loss, z_noise, penalty)
-    if z_noise is not None or penalty is not None:
-        raise ValueError(f"backend {backend!r} has no instance-noise offsets or gradient penalty "
-                         f"yet; use backend='numpy'")
     if backend == "cuda":
-        if loss != "wasserstein":
-            raise ValueError(f"backend 'cuda' has the wasserstein objective only so far; got "
-                             f"loss {loss!r}")
+        if loss != "wasserstein" or z_noise is not None or penalty is not None:
+            raise ValueError("backend 'cuda' has the wasserstein objective without noise "
+                             "offsets or penalty only so far")
         return _engine(backend).velocity(theta, omega, z, zw, x, xw)
-    return _engine(backend).velocity(theta, omega, z, zw, x, xw, loss)
+    return _engine(backend).velocity(theta, omega, z, zw, x, xw, loss, z_noise, penalty)
 
 
 def objectives(theta, omega, z, z_weights, x, x_weights, backend: str = "numpy", *,

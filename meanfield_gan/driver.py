@@ -163,7 +163,6 @@ def _observe(problem: Problem, theta, omega, quad, backend: str) -> dict[str, fl
     penalty = None
     if problem.gradient_penalty > 0:
         penalty = (problem.gradient_penalty, problem.penalty_triples())
-        eb = "numpy"  # the numba engine has no penalty yet
     vt, vo = velocity(theta, omega, z, zw, x, xw, backend=eb, loss=problem.loss, penalty=penalty)
     vo = project_velocity(omega, vo, problem.clip)
     psi_c, psi_g = objectives(theta, omega, z, zw, x, xw, loss=problem.loss, penalty=penalty)

@@ -65,8 +65,10 @@ from .base import Runner  # noqa: E402
 from ._numba_kernels import (  # noqa: E402
     _ADAM, _OPTS, _RMS, _STEP, _STORE, CHUNK_SIZE, MAX_CHUNKS, PAD, PARALLEL_MIN_WORK, _chunk_len,
     _clip, _pass1_par, _pass1_ser, _pass2_par, _pass2_ser, _pass3_par, _pass3_ser, _project,
-    n_chunks, sigmoid,
+    _pass_pen_par, _pass_pen_ser, n_chunks, sigmoid,
 )
+
+_NO_HYPER_C = np.array([0.0, 1.0, 0.0, 1.0, 1.0])
 
 #: Scheme codes of :func:`run_steps` (VELOCITY: store both velocity fields, no step;
 #: CRITIC_VELOCITY: the critic's only, without the generator pass).
@@ -127,16 +129,65 @@ def _critic_at(par, om, pT, mreal, fpart, ubuf_f, fout):
 
 
 @njit(**_OPTS)
+def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_g, ubuf_c,
+             acc_c, flags, par):
+    """``pv = grad_omega dP/dnu`` (MODEL.md section 7) into ``pen2[3]``: the interpolates by
+    pass 1 at ``zp``, ``grad f`` there by pass 2's generated side (unit weights, nothing
+    stored or stepped), ``c = 2 (|grad f| - 1) grad f / |grad f|`` (0 where ``grad f = 0``),
+    then the penalty pass."""
+    gpT, xhT, cT, pv = pen2
+    gpart_p, hpart_p = pen3
+    cg = gpart_p.shape[0]
+    cc = hpart_p.shape[0]
+    if par:
+        _pass1_par(cg, th, zpT, gpart_p, ubuf_g)
+    else:
+        _pass1_ser(cg, th, zpT, gpart_p, ubuf_g)
+    _reduce(gpart_p, 1.0 / nreal, gpT)
+    K, P = xhT.shape
+    for k in range(K):
+        for p in range(P):
+            xhT[k, p] = epsp[p] * xpT[k, p] + (1.0 - epsp[p]) * gpT[k, p]
+    no = nreal < 0
+    yes = nreal >= 0
+    store = nreal * 0 + _STORE
+    if par:
+        _pass2_par(cc, mreal, om, xhT, wone, xhT, wone, pv, hpart_p, ubuf_c, acc_c, yes, no,
+                   store, 0.0, 1.0, pv, _NO_HYPER_C, flags, pv, 0.0)
+    else:
+        _pass2_ser(cc, mreal, om, xhT, wone, xhT, wone, pv, hpart_p, ubuf_c, acc_c, yes, no,
+                   store, 0.0, 1.0, pv, _NO_HYPER_C, flags, pv, 0.0)
+    _reduce(hpart_p, 1.0 / mreal, cT)
+    for p in range(P):
+        nrm = 0.0
+        for k in range(K):
+            nrm += cT[k, p] * cT[k, p]
+        nrm = math.sqrt(nrm)
+        scale = 2.0 * (nrm - 1.0) / nrm if nrm > 0.0 else 0.0
+        for k in range(K):
+            cT[k, p] *= scale
+    if par:
+        _pass_pen_par(cc, om, xhT, cT, wpen, pv, ubuf_c)
+    else:
+        _pass_pen_ser(cc, om, xhT, cT, wpen, pv, ubuf_c)
+
+
+@njit(**_OPTS)
 def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode, dt, gdt, clip,
            sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags,
-           loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par):
+           loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, zn, has_zn, lam, zpT, xpT, epsp,
+           wpen, pen2, pen3, wone, par):
     """One velocity evaluation: store (``mode=_STORE``) or step with the fused updates.
 
     ``th (K, L+2, Np)`` and ``om (K+2, Mp)`` are the padded particle-layout arrays holding
     ``nreal`` and ``mreal`` particles.  ``loss`` is an objective code (:data:`LOSS_CODES`):
     the non-linear objectives first evaluate ``f`` at the nodes (one more pass over the
     critic), then run the Wasserstein sums with the node weights ``w_b phi'(f_b)`` of
-    MODEL.md section 7.  Returns False if a stepped coordinate became NaN/Inf.
+    MODEL.md section 7.  ``has_zn``: the generated points are offset by ``zn (K, Bz)``
+    (instance noise).  ``lam != 0`` (critic updates only): the gradient penalty with
+    interpolates ``eps xp + (1 - eps) g(zp)`` from ``zpT (L, P)``, ``xpT (K, P)``,
+    ``epsp (P,)`` and weights ``wpen`` (work arrays ``wone`` of ones, ``pen2 = (gpT, xhT, cT, pv)``,
+    ``pen3 = (gpart_p, hpart_p)``).  Returns False if a stepped coordinate became NaN/Inf.
     """
     cg = gpart.shape[0]
     cc = hpart.shape[0]
@@ -145,6 +196,16 @@ def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode,
     else:
         _pass1_ser(cg, th, zT, gpart, ubuf_g)
     _reduce(gpart, 1.0 / nreal, gT)
+    if has_zn:
+        for k in range(gT.shape[0]):
+            for b in range(gT.shape[1]):
+                gT[k, b] += zn[k, b]
+    pv = pen2[3]
+    pen = lam != 0.0 and need_vo
+    if pen:
+        _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_g, ubuf_c,
+                 acc_c, flags, par)
+    lam_v = lam if pen else 0.0
     zc, xc, hsep = zw, xw, False
     if loss != 0:
         _critic_at(par, om, gT, mreal, fpart_g, ubuf_f, fg)
@@ -163,17 +224,17 @@ def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode,
             no = mode < 0
             if par:
                 _pass2_par(cc, mreal, om, gT, w3, xT, xc, vo, hpart, ubuf_c, acc_c, need_vt, no,
-                           mode, gdt, clip, sq_o, hyp, flags)
+                           mode, gdt, clip, sq_o, hyp, flags, pv, 0.0)
             else:
                 _pass2_ser(cc, mreal, om, gT, w3, xT, xc, vo, hpart, ubuf_c, acc_c, need_vt, no,
-                           mode, gdt, clip, sq_o, hyp, flags)
+                           mode, gdt, clip, sq_o, hyp, flags, pv, 0.0)
     need_h = need_vt and not hsep
     if par:
         _pass2_par(cc, mreal, om, gT, zc, xT, xc, vo, hpart, ubuf_c, acc_c, need_h, need_vo,
-                   mode, gdt, clip, sq_o, hyp, flags)
+                   mode, gdt, clip, sq_o, hyp, flags, pv, lam_v)
     else:
         _pass2_ser(cc, mreal, om, gT, zc, xT, xc, vo, hpart, ubuf_c, acc_c, need_h, need_vo,
-                   mode, gdt, clip, sq_o, hyp, flags)
+                   mode, gdt, clip, sq_o, hyp, flags, pv, lam_v)
     ok = _flags_ok(flags, cc)
     if need_vt:
         # hpart carries the weights w_b already, so whT = w_b grad f(g(z_b)).
@@ -207,7 +268,7 @@ class Workspace:
     """
 
     def __init__(self, N: int, M: int, K: int, L: int, Bz: int, Bx: int,
-                 parallel: bool | None = None, kind: int | None = None):
+                 parallel: bool | None = None, kind: int | None = None, P: int = 0):
         Np, Mp = padded(N), padded(M)
         cg, cc = n_chunks(Np), n_chunks(Mp)
         if parallel is None:
@@ -233,24 +294,31 @@ class Workspace:
         self.th, self.om = np.zeros(st), np.zeros(so)
         self.vt, self.vo = np.zeros(st), np.zeros(so)
         heun = kind == HEUN
-        P = 1 if kind == RMSPROP else (2 if kind in (ADAM, ADAM_ALT) else 0)
+        nopt = 1 if kind == RMSPROP else (2 if kind in (ADAM, ADAM_ALT) else 0)
         self.vt2, self.vo2 = np.zeros(st if heun else (0, 0, 0)), np.zeros(so if heun else (0, 0))
         self.th2, self.om2 = np.zeros(st if heun else (0, 0, 0)), np.zeros(so if heun else (0, 0))
         # optimiser state: P arrays side by side along the particle axis
-        self.sq_t = np.zeros((K, L + 2, P * Np))
-        self.sq_o = np.zeros((K + 2, P * Mp))
+        self.sq_t = np.zeros((K, L + 2, nopt * Np))
+        self.sq_o = np.zeros((K + 2, nopt * Mp))
         # the non-linear objectives' f at the nodes and node weights (small: a few B)
         self.fpart_g = np.empty((cc, 1, Bz))
         self.fpart_x = np.empty((cc, 1, Bx))
         self.ubuf_f = np.empty((cc, nc))
         self.fg, self.fx = np.empty((1, Bz)), np.empty((1, Bx))
         self.w1, self.w2, self.w3 = np.empty(Bz), np.empty(Bx), np.empty(Bz)
+        # the gradient penalty's work arrays (P triples; P = 0: never used, kept tiny)
+        Pp = max(P, 1)
+        self.pen2 = (np.empty((K, Pp)), np.empty((K, Pp)), np.empty((K, Pp)),
+                     np.zeros((K + 2, Mp if P else 0)))
+        self.pen3 = (np.empty((cg, K, Pp)), np.zeros((cc, K, Pp)))
+        self.wone = np.ones(Pp)
 
     def args(self) -> tuple:
         return (self.th, self.om, self.vt, self.vo, self.vt2, self.vo2, self.th2, self.om2,
                 self.sq_t, self.sq_o, self.gT, self.whT, self.gpart, self.hpart, self.ubuf_g,
                 self.ubuf_c, self.acc_g, self.acc_c, self.flags, self.fpart_g, self.fpart_x,
-                self.ubuf_f, self.fg, self.fx, self.w1, self.w2, self.w3, self.par)
+                self.ubuf_f, self.fg, self.fx, self.w1, self.w2, self.w3, self.pen2, self.pen3,
+                self.wone, self.par)
 
 
 @njit(**_OPTS)
@@ -278,7 +346,7 @@ def _from_particle_layout(thS, omS, theta, omega):
 
 
 def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args, critic_only=False,
-                  loss: str = "wasserstein"):
+                  loss: str = "wasserstein", extras: tuple | None = None):
     """Both velocity fields of ``(theta, omega)`` into ``vt``, ``vo``; inputs unchanged.
 
     ``ws_args`` is ``Workspace(...).args()``.  Runs :func:`run_steps` with the VELOCITY code
@@ -291,7 +359,7 @@ def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args, critic_only=Fa
     kind = CRITIC_VELOCITY if critic_only else VELOCITY
     run_steps(kind, theta, omega, 1, 0, zT, zw, xT, xw, np.zeros((1, 1, L, 1)),
               np.zeros((1, 1, K, 1)), 0.0, 0.0, 0.0, 1.0, _NO_HYPER, LOSS_CODES[loss],
-              _NO_OPT_T, _NO_OPT_O, vt, vo, *ws_args)
+              *(extras or _no_extras(K, L)), _NO_OPT_T, _NO_OPT_O, vt, vo, *ws_args)
 
 
 def energy(theta, omega, zT, zw, xT, xw) -> float:
@@ -312,6 +380,13 @@ def energy(theta, omega, zT, zw, xT, xw) -> float:
 
 
 _NO_HYPER = np.array([0.0, 1.0, 0.0, 1.0, 1.0])
+
+
+def _no_extras(K: int, L: int) -> tuple:
+    """``En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen`` of :func:`run_steps` for no noise and no
+    penalty."""
+    return (np.zeros((1, 1, K, 1)), False, False, 0.0, np.zeros((1, 1, L, 1)),
+            np.zeros((1, 1, K, 1)), np.zeros((1, 1, 1)), np.ones(1))
 _NO_OPT_T = np.zeros((0, 1, 1, 1))
 _NO_OPT_O = np.zeros((0, 1, 1))
 
@@ -375,12 +450,16 @@ def _adam_k(hyp, k):
 @njit(**_OPTS)
 def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
            hyp, sq_t, sq_o, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart, ubuf_g, ubuf_c,
-           acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par):
+           acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En, has_zn,
+           xsteps, lam, Zp, Xp, Ep, wpen, pen2, pen3, wone, par):
     """The step loop on the padded particle-layout arrays; returns the number of finite steps.
 
-    ``step0`` is the run's step before the first of these (Adam's bias corrections).  The
-    padding of every array stays zero: velocities are stored for real particles only, so
-    Heun's stages and combination leave padded coordinates at 0.
+    ``step0`` is the run's step before the first of these (Adam's bias corrections).  Noise
+    offsets ``En[s, slot]`` and penalty triples ``Zp, Xp, Ep [s, slot]`` are per step, or
+    fixed when their first axis has length 1; ``xsteps``: the deterministic schemes read
+    their (noisy) data nodes from ``Xs[s, 0]``.  The padding of every array stays zero:
+    velocities are stored for real particles only, so Heun's stages and combination leave
+    padded coordinates at 0.
     """
     # Flags and modes as runtime values: a constant argument (True, _STEP) has a literal type,
     # and Numba would compile every pass once per combination of constants (minutes, uncached).
@@ -389,11 +468,15 @@ def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, 
     store = kind * 0 + _STORE
     adam = kind == ADAM or kind == ADAM_ALT
     mode = kind * 0 + (_RMS if kind == RMSPROP else (_ADAM if adam else _STEP))
+    ne = En.shape[0] - 1
+    npn = Zp.shape[0] - 1
     for s in range(n_steps):
+        si = min(s, ne)
+        pi = min(s, npn)
         if kind == EULER or kind == SGD or kind == RMSPROP or kind == ADAM:
             if kind == EULER:
                 z = zT
-                x = xT
+                x = Xs[s, 0] if xsteps else xT
             else:
                 z = Zs[s, 0]
                 x = Xs[s, 0]
@@ -401,16 +484,21 @@ def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, 
                 _adam_k(hyp, step0 + s + 1)
             ok = _field(N, M, th, om, z, zw, x, xw, vt, vo, yes, yes, mode, dt, gdt, clip,
                         sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g,
-                        acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par)
+                        acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3,
+                        En[si, 0], has_zn, lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2,
+                        pen3, wone, par)
         elif kind == HEUN:
-            _field(N, M, th, om, zT, zw, xT, xw, vt, vo, yes, yes, store, dt, gdt, clip,
+            x = Xs[s, 0] if xsteps else xT
+            _field(N, M, th, om, zT, zw, x, xw, vt, vo, yes, yes, store, dt, gdt, clip,
                    sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
-                   flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par)
+                   flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En[si, 0],
+                   has_zn, lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3, wone, par)
             _heun_stage(th, vt, th2, dt, clip, no, no)
             _heun_stage(om, vo, om2, gdt, clip, yes, yes)
-            _field(N, M, th2, om2, zT, zw, xT, xw, vt2, vo2, yes, yes, store, dt, gdt, clip,
+            _field(N, M, th2, om2, zT, zw, x, xw, vt2, vo2, yes, yes, store, dt, gdt, clip,
                    sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
-                   flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par)
+                   flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En[si, 0],
+                   has_zn, lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3, wone, par)
             _heun_combine(th, 0.5 * dt, vt, th2, vt2, clip, no)
             _heun_combine(om, 0.5 * gdt, vo, om2, vo2, clip, yes)
             ok = _all_finite(th) and _all_finite(om)
@@ -423,13 +511,17 @@ def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, 
                 ok = _field(N, M, th, om, Zs[s, c], zw, Xs[s, c], xw, vt, vo, no, yes, mode,
                             dt, crit_dt, clip, sq_t, sq_o, hyp, gT, whT, gpart, hpart,
                             ubuf_g, ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x,
-                            ubuf_f, fg, fx, w1, w2, w3, par) and ok
+                            ubuf_f, fg, fx, w1, w2, w3, En[si, min(c, En.shape[1] - 1)],
+                            has_zn, lam, Zp[pi, min(c, Zp.shape[1] - 1)],
+                            Xp[pi, min(c, Xp.shape[1] - 1)], Ep[pi, min(c, Ep.shape[1] - 1)],
+                            wpen, pen2, pen3, wone, par) and ok
             if adam:
                 _adam_k(hyp, step0 + s + 1)
             ok = _field(N, M, th, om, Zs[s, n_critic], zw, Xs[s, 0], xw, vt, vo, yes, no, mode,
                         dt, crit_dt, clip, sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g,
                         ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx,
-                        w1, w2, w3, par) and ok
+                        w1, w2, w3, En[si, min(n_critic, En.shape[1] - 1)], has_zn, lam,
+                        Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3, wone, par) and ok
         if not ok:
             return s  # steps completed before the one that produced NaN/Inf
     return n_steps
@@ -437,9 +529,10 @@ def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, 
 
 @njit(**_OPTS)
 def run_steps(kind, theta, omega, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
-              hyp, loss, sq_t, sq_o, vt_out, vo_out, th, om, vt, vo, vt2, vo2, th2, om2, sqtS,
-              sqoS, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, fpart_g, fpart_x,
-              ubuf_f, fg, fx, w1, w2, w3, par):
+              hyp, loss, En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen, sq_t, sq_o, vt_out, vo_out,
+              th, om, vt, vo, vt2, vo2, th2, om2, sqtS, sqoS, gT, whT, gpart, hpart, ubuf_g,
+              ubuf_c, acc_g, acc_c, flags, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, pen2,
+              pen3, wone, par):
     """Advance ``(theta, omega)`` in place by ``n_steps`` steps of scheme ``kind``.
 
     Deterministic schemes (EULER, HEUN) use the fixed quadrature ``zT, zw, xT, xw``; stochastic
@@ -448,11 +541,13 @@ def run_steps(kind, theta, omega, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gd
     step, ``gdt = gamma_c dt`` the simultaneous critic step, ``crit_dt`` the step of each
     alternating critic update; ``hyp`` the optimiser's numbers (see :func:`_apply_row`);
     ``sq_t``, ``sq_o`` its state (RMSProp's running means, or Adam's two moments stacked along
-    the particle axis), updated in place; ``loss`` the objective's code.  With kind VELOCITY
-    both velocity fields go to ``vt_out``, ``vo_out`` (with CRITIC_VELOCITY only ``vo_out``)
-    and nothing moves.  The arguments from ``th`` on are :meth:`Workspace.args`: the state is
-    copied to the padded particle layout, stepped there and copied back (also after a NaN/Inf
-    stop).  Returns the number of steps taken (fewer if NaN/Inf appeared).
+    the particle axis), updated in place; ``loss`` the objective's code; ``En, has_zn,
+    xsteps`` the instance noise and ``lam, Zp, Xp, Ep, wpen`` the gradient penalty (see
+    :func:`_steps`).  With kind VELOCITY both velocity fields go to ``vt_out``, ``vo_out``
+    (with CRITIC_VELOCITY only ``vo_out``) and nothing moves.  The arguments from ``th`` on
+    are :meth:`Workspace.args`: the state is copied to the padded particle layout, stepped
+    there and copied back (also after a NaN/Inf stop).  Returns the number of steps taken
+    (fewer if NaN/Inf appeared).
     """
     N = theta.shape[0]
     M = omega.shape[0]
@@ -463,7 +558,8 @@ def run_steps(kind, theta, omega, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gd
         store = kind * 0 + _STORE
         _field(N, M, th, om, zT, zw, xT, xw, vt, vo, need_vt, yes, store, 0.0, 0.0, 1.0, sqtS,
                sqoS, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, loss,
-               fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, par)
+               fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En[0, 0], has_zn, lam, Zp[0, 0],
+               Xp[0, 0], Ep[0, 0], wpen, pen2, pen3, wone, par)
         _from_particle_layout(vt, vo, vt_out, vo_out)
         return 1
     moments = kind == RMSPROP or kind == ADAM or kind == ADAM_ALT
@@ -472,7 +568,7 @@ def run_steps(kind, theta, omega, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gd
     done = _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt,
                   clip, hyp, sqtS, sqoS, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart,
                   ubuf_g, ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx,
-                  w1, w2, w3, par)
+                  w1, w2, w3, En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen, pen2, pen3, wone, par)
     _from_particle_layout(th, om, theta, omega)
     if moments:
         _opt_from_layout(sqtS, sqoS, sq_t, sq_o)
@@ -500,7 +596,13 @@ def _opt_from_layout(sqtS, sqoS, sq_t, sq_o):
 
 
 class NumbaRunner(Runner):
-    """Advances a state with the compiled step loop (:func:`run_steps`), in chunks of steps."""
+    """Advances a state with the compiled step loop (:func:`run_steps`), in chunks of steps.
+
+    Instance noise and the gradient penalty are prepared here, per block of steps, as the
+    arrays :func:`run_steps` reads: the deterministic schemes' tensor noise nodes (scaled by
+    ``sigma_n`` at each step when it is annealed) and fixed penalty triples; the SGD draws of
+    the driver's own streams, scaled and paired with their batches.
+    """
 
     def __init__(self, problem, state, scheme):
         super().__init__(problem, state, scheme)
@@ -508,14 +610,39 @@ class NumbaRunner(Runner):
             self.code = RULES[self.rule]
         except KeyError:
             raise ValueError(f"the numba engine has no step rule {self.rule!r}") from None
-        if problem.instance_noise > 0 or problem.gradient_penalty > 0:
-            raise ValueError("instance noise and the gradient penalty run on backend='numpy' "
-                             "only so far (the numba engine does not have them yet)")
         self.loss_code = LOSS_CODES[problem.loss]
+        K, L = problem.K, problem.L
+        self.noise = problem.instance_noise > 0
+        self.lam = problem.gradient_penalty
+        self._extras = list(_no_extras(K, L))
+        if self.noise and not scheme.stochastic:
+            # the tensor product (node, noise node) of MODEL.md 7, as in the reference
+            e, we = self._noise_nodes
+            nq = len(we)
+            self._x0 = np.repeat(self.xT, nq, axis=1)
+            self._ex = np.tile(e.T, (1, self.xT.shape[1]))
+            self._ez = np.tile(e.T, (1, self.zT.shape[1]))
+            self.zT = np.ascontiguousarray(np.repeat(self.zT, nq, axis=1))
+            self.zw = np.outer(self.zw, we).ravel()
+            self.xw = np.outer(self.xw, we).ravel()
+            self.xT = np.ascontiguousarray(self._x0)
+        P = 0
+        if self.lam > 0:
+            if scheme.stochastic:
+                P = scheme.batch_size
+                self._extras[7] = np.full(P, 1.0 / P)
+            else:
+                zp, xp, eps, wp = self._penalty_nodes
+                P = len(wp)
+                self._extras[3:8] = [self.lam, np.ascontiguousarray(zp.T)[None, None],
+                                     np.ascontiguousarray(xp.T)[None, None], eps[None, None],
+                                     wp]
         Bz, Bx = self.node_counts(scheme)
-        self.ws = Workspace(state.N, state.M, problem.K, problem.L, Bz, Bx, kind=self.code)
-        self._dummy_Z = np.zeros((1, 1, problem.L, 1))
-        self._dummy_X = np.zeros((1, 1, problem.K, 1))
+        if self.noise and not scheme.stochastic:
+            Bz, Bx = self.zT.shape[1], self.xT.shape[1]
+        self.ws = Workspace(state.N, state.M, K, L, Bz, Bx, kind=self.code, P=P)
+        self._dummy_Z = np.zeros((1, 1, L, 1))
+        self._dummy_X = np.zeros((1, 1, K, 1))
         h = self.hyper
         if "beta1" in h:
             self.hyp = np.array([h["beta1"], h["eps"], h["beta2"], 1.0, 1.0])
@@ -526,15 +653,43 @@ class NumbaRunner(Runner):
         self._opt_t = np.stack([self.opt[f"theta_{k}"] for k in names]) if names else _NO_OPT_T
         self._opt_o = np.stack([self.opt[f"omega_{k}"] for k in names]) if names else _NO_OPT_O
 
+    def _sigmas(self, n: int) -> np.ndarray:
+        """``sigma_n`` at each of the next ``n`` steps."""
+        p = self.problem
+        return np.array([p.noise_at((self.step + s) * self.dt) for s in range(n)])
+
+    def _block_extras(self, n, Zs, Xs, extra):
+        """``(Xs, En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen)`` for the next ``n`` steps."""
+        En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen = self._extras
+        if self.noise:
+            sig = self._sigmas(n)
+            has_zn = True
+            if Zs is None:
+                if self.problem.noise_anneal is None:
+                    En = (sig[0] * self._ez)[None, None]
+                    self.xT = np.ascontiguousarray(self._x0 + sig[0] * self._ex)
+                else:
+                    xsteps = True
+                    En = sig[:, None, None, None] * self._ez[None, None]
+                    Xs = self._x0[None, None] + sig[:, None, None, None] * self._ex[None, None]
+            else:
+                En = sig[:, None, None, None] * extra["gen_noise"]
+                Xn = Xs + sig[:, None, None, None] * extra["data_noise"]
+        if self.lam > 0 and Zs is not None:
+            # the batch's own pairs (X^r, Z^r) with their fresh eps (clean data)
+            lam, Zp, Xp, Ep = self.lam, Zs, Xs, extra["eps"]
+        if self.noise and Zs is not None:
+            Xs = Xn
+        return Xs, En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen
+
     def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None,
                 extra: dict | None = None) -> int:
-        if extra:
-            raise ValueError("the numba engine takes no noise or penalty draws")
+        Xs, *ex = self._block_extras(n, Zs, Xs, extra or {})
         done = int(run_steps(
             self.code, self.theta, self.omega, n, self.step, self.zT, self.zw, self.xT, self.xw,
             self._dummy_Z if Zs is None else Zs, self._dummy_X if Xs is None else Xs,
-            self.dt, self.gdt, self.crit_dt, self.clip, self.hyp, self.loss_code, self._opt_t,
-            self._opt_o, self.theta, self.omega, *self.ws.args()))
+            self.dt, self.gdt, self.crit_dt, self.clip, self.hyp, self.loss_code, *ex,
+            self._opt_t, self._opt_o, self.theta, self.omega, *self.ws.args()))
         for p, k in enumerate(self.scheme.opt_keys):
             self.opt[f"theta_{k}"][...] = self._opt_t[p]
             self.opt[f"omega_{k}"][...] = self._opt_o[p]
@@ -565,14 +720,19 @@ def generator_output(theta, z) -> np.ndarray:
 def velocity(theta, omega, z, zw, x, xw, loss: str = "wasserstein", z_noise=None,
              penalty=None) -> tuple[np.ndarray, np.ndarray]:
     """Both velocity fields (validated inputs, nodes as rows ``(B, L)``, ``(B, K)``)."""
-    if penalty is not None:
-        raise ValueError("the gradient penalty runs on backend='numpy' only so far")
     N, K, L2 = theta.shape
-    ws = Workspace(N, omega.shape[0], K, L2 - 2, len(zw), len(xw))
+    extras = list(_no_extras(K, L2 - 2))
+    if z_noise is not None:
+        extras[0:2] = [np.ascontiguousarray(z_noise.T)[None, None], True]
+    P = 0
+    if penalty is not None and penalty[0] != 0:
+        lam, (zp, xp, eps, wp) = penalty
+        P = len(wp)
+        extras[3:8] = [lam, np.ascontiguousarray(zp.T)[None, None],
+                       np.ascontiguousarray(xp.T)[None, None], eps[None, None], wp]
+    ws = Workspace(N, omega.shape[0], K, L2 - 2, len(zw), len(xw), P=P)
     vt = np.empty_like(theta)
     vo = np.empty_like(omega)
-    if z_noise is not None:
-        raise ValueError("instance-noise offsets run on backend='numpy' only so far")
     velocity_into(theta, omega, np.ascontiguousarray(z.T), zw, np.ascontiguousarray(x.T), xw,
-                  vt, vo, *ws.args(), loss=loss)
+                  vt, vo, *ws.args(), loss=loss, extras=tuple(extras))
     return vt, vo

@@ -486,14 +486,15 @@ def _part_critic_side(om, i0, n, pT, pw, sign, acc, u, dbuf, hp, with_h):
 
 @njit(**_OPTS)
 def _part_critic(ch, nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, need_vo,
-                 mode, hstep, clip, sq, hyp, flags):
+                 mode, hstep, clip, sq, hyp, flags, pv, lam):
     """Chunk ``ch`` of pass 2: critic velocities and the ``grad f`` partial sums.
 
     ``hpart[ch, k, b] = sum_{j in chunk} alpha_j beta_jk zw_b s'(u_jb)`` (with ``need_h``).
     ``mode`` ``_STORE`` writes ``V_omega`` into ``vo``; ``_STEP``/``_RMS`` update ``om`` (clipped
     to Q) in place instead, once the chunk's ``grad f`` partials are taken, and set
     ``flags[ch] = 0`` if a new value is not finite.  Only the first ``mreal`` particles are
-    stored or updated (the rest are the zero padding).
+    stored or updated (the rest are the zero padding).  With ``lam != 0`` the gradient
+    penalty's ``lam grad_omega dP/dnu`` (``pv``, from :func:`_part_penalty`) is subtracted.
     """
     K2, M = om.shape
     j0, j1 = _chunk(M, nch, ch)
@@ -514,6 +515,12 @@ def _part_critic(ch, nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, ne
         ad = acc[d]
         for i in range(n):
             ad[i] = alp[i] * ad[i]
+    if lam != 0.0:
+        for d in range(K2):
+            ad = acc[d]
+            pd = pv[d, j0:j1]
+            for i in range(n):
+                ad[i] -= lam * pd[i]
     chk = 0.0
     for d in range(K2):
         if mode == _STORE:
@@ -629,18 +636,18 @@ def _pass1_ser(nch, th, zT, gpart, ubuf):
 
 @njit(parallel=True, **_OPTS)
 def _pass2_par(nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, need_vo, mode,
-               hstep, clip, sq, hyp, flags):
+               hstep, clip, sq, hyp, flags, pv, lam):
     for ch in prange(nch):
         _part_critic(np.int64(ch), nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf,
-                     need_h, need_vo, mode, hstep, clip, sq, hyp, flags)
+                     need_h, need_vo, mode, hstep, clip, sq, hyp, flags, pv, lam)
 
 
 @njit(**_OPTS)
 def _pass2_ser(nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, need_h, need_vo, mode,
-               hstep, clip, sq, hyp, flags):
+               hstep, clip, sq, hyp, flags, pv, lam):
     for ch in range(nch):
         _part_critic(np.int64(ch), nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf,
-                     need_h, need_vo, mode, hstep, clip, sq, hyp, flags)
+                     need_h, need_vo, mode, hstep, clip, sq, hyp, flags, pv, lam)
 
 
 @njit(parallel=True, **_OPTS)
@@ -655,3 +662,71 @@ def _pass3_ser(nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hstep, sq, hyp, 
     for ch in range(nch):
         _part_gen_velocity(np.int64(ch), nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode,
                            hstep, sq, hyp, flags)
+
+
+# ======================================================================================
+# the gradient penalty (MODEL.md section 7): grad_omega dP/dnu at every critic particle
+# ======================================================================================
+
+
+@njit(**_OPTS)
+def _part_penalty(ch, nch, om, xhT, cT, wp, pv, ubuf):
+    """Chunk ``ch``: ``pv = grad_omega (dP/dnu)`` with interpolates ``xhT (K, P)``, the
+    penalty's ``c(xh) = 2 (|grad f| - 1) n`` as ``cT (K, P)`` and weights ``wp``:
+    ``(s' (beta.c), alpha s'' (beta.c) xh + alpha s' c, alpha s'' (beta.c))``, summed over
+    the ``P`` nodes particle by particle (vectorised over particles)."""
+    K2, M = om.shape
+    K = K2 - 2
+    j0, j1 = _chunk(M, nch, ch)
+    n = j1 - j0
+    u = ubuf[ch, 0]
+    bc = ubuf[ch, 1]
+    alp = om[0, j0:j1]
+    gam = om[K + 1, j0:j1]
+    for d in range(K2):
+        pv[d, j0:j1] = 0.0
+    for p in range(xhT.shape[1]):
+        w = wp[p]
+        for i in range(np.uint64(n)):
+            u[i] = gam[i]
+            bc[i] = 0.0
+        for k in range(K):
+            bk = om[1 + k, j0:j1]
+            xk = xhT[k, p]
+            ck = cT[k, p]
+            for i in range(np.uint64(n)):
+                u[i] += bk[i] * xk
+                bc[i] += bk[i] * ck
+        pa = pv[0, j0:j1]
+        pg = pv[K + 1, j0:j1]
+        for i in range(np.uint64(n)):
+            s = sigmoid(u[i])
+            ds = s * (1.0 - s)
+            dds = ds * (1.0 - 2.0 * s)
+            wb = w * bc[i]
+            pa[i] += ds * wb
+            pg[i] += dds * wb
+            u[i] = dds * wb  # reuse: w s'' (beta.c) for the beta part
+            bc[i] = w * ds  # and w s'
+        for k in range(K):
+            pk = pv[1 + k, j0:j1]
+            xk = xhT[k, p]
+            ck = cT[k, p]
+            for i in range(np.uint64(n)):
+                pk[i] += u[i] * xk + bc[i] * ck
+    for d in range(1, K2):
+        pd = pv[d, j0:j1]
+        for i in range(np.uint64(n)):
+            pd[i] = alp[i] * pd[i]
+
+
+@njit(parallel=True, **_OPTS)
+def _pass_pen_par(nch, om, xhT, cT, wp, pv, ubuf):
+    for ch in prange(nch):
+        _part_penalty(np.int64(ch), nch, om, xhT, cT, wp, pv, ubuf)
+
+
+@njit(**_OPTS)
+def _pass_pen_ser(nch, om, xhT, cT, wp, pv, ubuf):
+    for ch in range(nch):
+        _part_penalty(np.int64(ch), nch, om, xhT, cT, wp, pv, ubuf)
