@@ -73,14 +73,15 @@ BAD = [
     ("unknown key in run", _put("run", "t_final", 3.0), "run.t_final: unknown key"),
     ("unknown key in reference", _put("reference", "order", 2), "reference.order: unknown key"),
     ("wrong type", _put("init", "N", "four"), 'init.N: must be an integer, got "four"'),
-    ("lr < 0", _put("scheme", "lr", -1), "scheme.lr: must be > 0, got -1"),
-    ("lr = 0", _put("scheme", "lr", 0), "scheme.lr: must be > 0, got 0"),
-    ("clip = 0", _put("problem", "clip", 0.0), "problem.clip: must be > 0, got 0.0"),
-    ("clip < 0", _put("problem", "clip", -1.0), "problem.clip: must be > 0, got -1.0"),
-    ("N < 1", _put("init", "N", 0), "init.N: must be >= 1, got 0"),
+    ("lr < 0", _put("scheme", "lr", -1), "scheme.lr: must be finite and > 0, got -1"),
+    ("lr = 0", _put("scheme", "lr", 0), "scheme.lr: must be finite and > 0, got 0"),
+    ("clip = 0", _put("problem", "clip", 0.0), "problem.clip: must be finite and > 0, got 0.0"),
+    ("clip < 0", _put("problem", "clip", -1.0), "problem.clip: must be finite and > 0, got -1.0"),
+    ("N < 1", _put("init", "N", 0), "init.N: must be a positive integer, got 0"),
     ("K mismatch", _put("problem", "K", 3), "problem.target.means: each of the means must have K = 3"),
     ("unknown backend", _put("run", "backend", "opencl"), 'run.backend: must be one of numpy, numba, cuda; got "opencl"'),
-    ("unknown scheme kind", _put("scheme", "kind", "adam"), 'scheme.kind: must be one of sgd, rmsprop, euler, heun; got "adam"'),
+    ("unknown scheme kind", _put("scheme", "kind", "sgdm"),
+     'scheme.kind: must be one of sgd, rmsprop, adam, euler, heun; got "sgdm"'),
 ]
 
 
@@ -197,6 +198,7 @@ def _checkpoint_step(path):
         return None
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path, capsys):
     # 6000 numpy-engine steps (a second or two); checkpoints every 150 steps, records every 200
     cfg = _write(tmp_path, lambda d: d["run"].update(t_end=750.0, record=30, checkpoint_every=150))
@@ -299,11 +301,12 @@ def test_non_finite_particles_stop_the_run_keeping_the_last_good_state(tmp_path,
     bad_step = 7
     real = sim_ref.NumpyRunner.advance
 
-    def advance(self, n, Zs, Xs):
+    def advance(self, n, Zs, Xs, extra=None):
         # the real engine one step at a time; step `bad_step` produces a NaN
         done_before = getattr(self, "_done", 0)
         for s in range(n):
-            real(self, 1, None if Zs is None else Zs[s:s + 1], None if Xs is None else Xs[s:s + 1])
+            real(self, 1, None if Zs is None else Zs[s:s + 1], None if Xs is None else Xs[s:s + 1],
+                 None if extra is None else {k: v[s:s + 1] for k, v in extra.items()})
             self._done = done_before + s + 1
             if self._done == bad_step:
                 self.theta[0, 0, 0] = np.nan

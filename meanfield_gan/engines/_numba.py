@@ -451,7 +451,7 @@ def _adam_k(hyp, k):
 def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
            hyp, sq_t, sq_o, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart, ubuf_g, ubuf_c,
            acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En, has_zn,
-           xsteps, lam, Zp, Xp, Ep, wpen, pen2, pen3, wone, par):
+           xsteps, lam, Zp, Xp, Ep, wpen, pen2, pen3, wone, frozen, par):
     """The step loop on the padded particle-layout arrays; returns the number of finite steps.
 
     ``step0`` is the run's step before the first of these (Adam's bias corrections).  Noise
@@ -465,6 +465,7 @@ def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, 
     # and Numba would compile every pass once per combination of constants (minutes, uncached).
     yes = n_steps >= -1
     no = n_steps < -1
+    gen = not frozen
     store = kind * 0 + _STORE
     adam = kind == ADAM or kind == ADAM_ALT
     mode = kind * 0 + (_RMS if kind == RMSPROP else (_ADAM if adam else _STEP))
@@ -482,7 +483,7 @@ def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, 
                 x = Xs[s, 0]
             if adam:
                 _adam_k(hyp, step0 + s + 1)
-            ok = _field(N, M, th, om, z, zw, x, xw, vt, vo, yes, yes, mode, dt, gdt, clip,
+            ok = _field(N, M, th, om, z, zw, x, xw, vt, vo, gen, yes, mode, dt, gdt, clip,
                         sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g,
                         acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3,
                         En[si, 0], has_zn, lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2,
@@ -517,11 +518,13 @@ def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, 
                             wpen, pen2, pen3, wone, par) and ok
             if adam:
                 _adam_k(hyp, step0 + s + 1)
-            ok = _field(N, M, th, om, Zs[s, n_critic], zw, Xs[s, 0], xw, vt, vo, yes, no, mode,
-                        dt, crit_dt, clip, sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g,
-                        ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx,
-                        w1, w2, w3, En[si, min(n_critic, En.shape[1] - 1)], has_zn, lam,
-                        Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3, wone, par) and ok
+            if gen:
+                ok = _field(N, M, th, om, Zs[s, n_critic], zw, Xs[s, 0], xw, vt, vo, yes, no,
+                            mode, dt, crit_dt, clip, sq_t, sq_o, hyp, gT, whT, gpart, hpart,
+                            ubuf_g, ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f,
+                            fg, fx, w1, w2, w3, En[si, min(n_critic, En.shape[1] - 1)], has_zn,
+                            lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3, wone,
+                            par) and ok
         if not ok:
             return s  # steps completed before the one that produced NaN/Inf
     return n_steps
@@ -543,7 +546,9 @@ def run_steps(kind, theta, omega, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gd
     ``sq_t``, ``sq_o`` its state (RMSProp's running means, or Adam's two moments stacked along
     the particle axis), updated in place; ``loss`` the objective's code; ``En, has_zn,
     xsteps`` the instance noise and ``lam, Zp, Xp, Ep, wpen`` the gradient penalty (see
-    :func:`_steps`).  With kind VELOCITY both velocity fields go to ``vt_out``, ``vo_out``
+    :func:`_steps`); ``dt < 0``: the generator is frozen (the critic trains alone: no
+    generator velocity or step).  With kind VELOCITY both velocity fields go to ``vt_out``,
+    ``vo_out``
     (with CRITIC_VELOCITY only ``vo_out``) and nothing moves.  The arguments from ``th`` on
     are :meth:`Workspace.args`: the state is copied to the padded particle layout, stepped
     there and copied back (also after a NaN/Inf stop).  Returns the number of steps taken
@@ -565,10 +570,12 @@ def run_steps(kind, theta, omega, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gd
     moments = kind == RMSPROP or kind == ADAM or kind == ADAM_ALT
     if moments:
         _opt_to_layout(sq_t, sq_o, sqtS, sqoS)
+    frozen = dt < 0.0  # (see NumbaRunner.advance: a frozen generator is passed as dt = -1)
     done = _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt,
                   clip, hyp, sqtS, sqoS, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart,
                   ubuf_g, ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx,
-                  w1, w2, w3, En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen, pen2, pen3, wone, par)
+                  w1, w2, w3, En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen, pen2, pen3, wone,
+                  frozen, par)
     _from_particle_layout(th, om, theta, omega)
     if moments:
         _opt_from_layout(sqtS, sqoS, sq_t, sq_o)
@@ -688,7 +695,8 @@ class NumbaRunner(Runner):
         done = int(run_steps(
             self.code, self.theta, self.omega, n, self.step, self.zT, self.zw, self.xT, self.xw,
             self._dummy_Z if Zs is None else Zs, self._dummy_X if Xs is None else Xs,
-            self.dt, self.gdt, self.crit_dt, self.clip, self.hyp, self.loss_code, *ex,
+            -1.0 if self.frozen else self.dt, self.gdt, self.crit_dt, self.clip, self.hyp,
+            self.loss_code, *ex,
             self._opt_t, self._opt_o, self.theta, self.omega, *self.ws.args()))
         for p, k in enumerate(self.scheme.opt_keys):
             self.opt[f"theta_{k}"][...] = self._opt_t[p]

@@ -42,6 +42,8 @@ class Runner:
         self.gdt = scheme.gamma_c(N, M) * self.dt
         self.crit_dt = scheme.critic_dt(M)
         self.hyper = scheme.hyper
+        #: The critic trains alone (the generator's velocity is never evaluated).
+        self.frozen = bool(getattr(scheme, "freeze_generator", False))
         if scheme.stochastic:
             m = scheme.batch_size
             self.zw = np.full(m, 1.0 / m)

@@ -228,7 +228,8 @@ def _simultaneous(r, s, B):
     th, om, c = r.theta, r.omega, r.clip
     vt, vo = r.velocity(th, om, B.nodes(s, 0, 0))
     k = r.step + s + 1
-    _update(r, "theta", th, r.dt, vt, k)
+    if not r.frozen:
+        _update(r, "theta", th, r.dt, vt, k)
     _update(r, "omega", om, r.gdt, vo, k)
     np.clip(om, -c, c, out=om)
 
@@ -256,8 +257,9 @@ def _alternating(r, s, B):
         _, vo = r.velocity(th, om, B.nodes(s, k, k), generator=False)
         _update(r, "omega", om, r.crit_dt, vo, step * n_critic + k + 1)
         np.clip(om, -c, c, out=om)
-    vt, _ = r.velocity(th, om, B.nodes(s, n_critic, 0), critic=False)
-    _update(r, "theta", th, r.dt, vt, step + 1)
+    if not r.frozen:
+        vt, _ = r.velocity(th, om, B.nodes(s, n_critic, 0), critic=False)
+        _update(r, "theta", th, r.dt, vt, step + 1)
 
 
 #: One function per step rule (``Scheme.rule``): ``rule(runner, s, batches)`` takes step ``s``.

@@ -112,12 +112,16 @@ class SGD(Scheme):
         ``False``: simultaneous form (one batch, critic step ``gamma_c dt``).  ``True``:
         Algorithm 1 of Arjovsky et al. (``n_critic`` critic steps of ``lr/M`` with fresh batches,
         then a generator step with a fresh latent batch).
+    freeze_generator : bool
+        Train the critic alone: the generator never moves (its velocity is not even
+        evaluated); time still advances by ``dt = lr/N`` per step (MODEL.md section 8).
     """
 
     lr: float = 1.0
     n_critic: int = 1
     batch_size: int = 1
     alternating: bool = False
+    freeze_generator: bool = False
 
     kind: ClassVar[str] = "sgd"
     stochastic: ClassVar[bool] = True
@@ -126,8 +130,9 @@ class SGD(Scheme):
         object.__setattr__(self, "lr", positive(self.lr, "lr"))
         object.__setattr__(self, "n_critic", positive_int(self.n_critic, "n_critic"))
         object.__setattr__(self, "batch_size", positive_int(self.batch_size, "batch_size"))
-        if not isinstance(self.alternating, bool):
-            raise ValueError(f"alternating must be true or false, got {self.alternating!r}")
+        for name in ("alternating", "freeze_generator"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def rule(self) -> str:
