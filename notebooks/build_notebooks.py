@@ -327,8 +327,8 @@ import numpy as np
 import matplotlib.pyplot as plt
 from IPython.display import Image, display
 
-from meanfield_gan.studies.toy import (
-    integrate, orbit_period, predicted_limit, run_toy, toy_energy, write_toy)
+from meanfield_gan.models.explicit import integrate, orbit_period, predicted_limit, toy_energy
+from meanfield_gan.studies.toy import run_toy, write_toy
 
 out = Path(tempfile.mkdtemp(prefix="toy-"))
 """),

@@ -10,8 +10,8 @@ import pytest
 from scipy.integrate import quad
 from scipy.optimize import brentq
 
-from meanfield_gan.models import bimodal as bm
 from meanfield_gan.cli import main
+from meanfield_gan.models import bimodal as bm
 from meanfield_gan.studies.bimodal import BimodalConfig, run_bimodal
 
 TARGET = np.array([-2.0, 2.0])
@@ -112,7 +112,7 @@ def test_loss_matches_its_definition(mu):
         l, r = ends[[0, 2]], ends[[1, 3]]  # any order: D is the parity indicator of the ends
         pts = sorted(ends)
 
-        def integrand(x, dens_means, flip):
+        def integrand(x, dens_means, flip, l=l, r=r):
             d = _parity_indicator(x, l, r)[0]
             return bm.mixture_density(x, dens_means) * ((1.0 - d) if flip else d)
 
@@ -231,11 +231,11 @@ def test_optimal_dynamics_converge_from_a_spread_of_starts():
     g = np.linspace(-4.0, 4.0, 7)
     m1, m2 = np.meshgrid(g, g + 0.37, indexing="ij")  # off the diagonal mu_1 = mu_2
     mu0 = np.stack([m1.ravel(), m2.ravel()], axis=1)
-    run = bm.simulate("optimal", mu0, TARGET, lr=0.2, steps=600)
+    run = bm.run_dynamics("optimal", mu0, TARGET, lr=0.2, steps=600)
     assert np.all(bm.classify(run.mu, TARGET, tol=0.1) == bm.CONVERGED)
     assert np.all(bm.tv_distance(run.mu, TARGET) < 0.03)
     # the optimal dynamics descend d_TV: it decreases along the way (in the large)
-    rec = bm.simulate("optimal", mu0[:5], TARGET, lr=0.2, steps=300, record_every=50)
+    rec = bm.run_dynamics("optimal", mu0[:5], TARGET, lr=0.2, steps=300, record_every=50)
     tv = bm.tv_distance(rec.trajectory, TARGET)
     assert rec.trajectory.shape == (7, 5, 2)
     assert np.all(tv[-1] < tv[0])
@@ -244,19 +244,20 @@ def test_optimal_dynamics_converge_from_a_spread_of_starts():
 def test_equal_means_stay_equal_and_first_order_stalls_without_gradient():
     # mu_1 = mu_2 is invariant under both dynamics: no symmetric start can converge
     mu0 = np.array([[0.7, 0.7], [-3.0, -3.0]])
-    opt = bm.simulate("optimal", mu0, TARGET, lr=0.2, steps=200)
+    opt = bm.run_dynamics("optimal", mu0, TARGET, lr=0.2, steps=200)
     assert np.all(opt.mu[:, 0] == opt.mu[:, 1])
     l0, r0 = np.array([[-4.0, 0.0]] * 2), np.array([[-1.0, 3.0]] * 2)
-    fo = bm.simulate("first_order", mu0, TARGET, lr=0.2, steps=200, l0=l0, r0=r0)
+    fo = bm.run_dynamics("first_order", mu0, TARGET, lr=0.2, steps=200, l0=l0, r0=r0)
     assert np.all(fo.mu[:, 0] == fo.mu[:, 1])
     assert np.all(bm.classify(opt.mu, TARGET) != bm.CONVERGED)
     # a discriminator far from every mean passes no gradient: the first-order run stalls where
     # it starts, while the optimal dynamics from the same means converge
     mu0 = np.array([[-0.5, 0.5]])
-    fo = bm.simulate("first_order", mu0, TARGET, lr=0.2, steps=300, l0=[[20.0, 24.0]], r0=[[22.0, 26.0]])
+    fo = bm.run_dynamics("first_order", mu0, TARGET, lr=0.2, steps=300,
+                         l0=[[20.0, 24.0]], r0=[[22.0, 26.0]])
     np.testing.assert_allclose(fo.mu, mu0, atol=1e-12)
     assert bm.classify(fo.mu, TARGET)[0] == bm.OTHER
-    opt = bm.simulate("optimal", mu0, TARGET, lr=0.2, steps=600)
+    opt = bm.run_dynamics("optimal", mu0, TARGET, lr=0.2, steps=600)
     assert bm.classify(opt.mu, TARGET)[0] == bm.CONVERGED
 
 
@@ -269,15 +270,19 @@ def test_first_order_step_is_simultaneous_gradient_play():
     np.testing.assert_allclose(new[2], r + 0.25 * g_r, rtol=0, atol=1e-15)
 
 
-def test_simulate_rejects_bad_input():
+def test_run_dynamics_rejects_bad_input():
     with pytest.raises(ValueError, match="dynamics"):
-        bm.simulate("adam", [0.0, 1.0], TARGET, lr=0.1, steps=1)
+        bm.run_dynamics("adam", [0.0, 1.0], TARGET, lr=0.1, steps=1)
     with pytest.raises(ValueError, match="lr"):
-        bm.simulate("optimal", [0.0, 1.0], TARGET, lr=-0.1, steps=1)
+        bm.run_dynamics("optimal", [0.0, 1.0], TARGET, lr=-0.1, steps=1)
     with pytest.raises(ValueError, match="l0"):
-        bm.simulate("first_order", [0.0, 1.0], TARGET, lr=0.1, steps=1)
+        bm.run_dynamics("first_order", [0.0, 1.0], TARGET, lr=0.1, steps=1)
     with pytest.raises(ValueError, match="mu0"):
-        bm.simulate("optimal", [0.0, 1.0, 2.0], TARGET, lr=0.1, steps=1)
+        bm.run_dynamics("optimal", [0.0, 1.0, 2.0], TARGET, lr=0.1, steps=1)
+    with pytest.raises(ValueError, match="steps"):
+        bm.run_dynamics("optimal", [0.0, 1.0], TARGET, lr=0.1, steps=2.5)
+    with pytest.raises(ValueError, match="record_every"):
+        bm.run_dynamics("optimal", [0.0, 1.0], TARGET, lr=0.1, steps=1, record_every=-1)
 
 
 # --------------------------------------------------------------------------------------------

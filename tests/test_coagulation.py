@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import meanfield_gan as mfg
-from meanfield_gan import metrics
 from meanfield_gan.cli import main
 from meanfield_gan.io.config import dumps_toml, load_config
 from meanfield_gan.studies.coagulation import (
@@ -28,13 +27,84 @@ SMALL = {"init": {"N": 48, "M": 48}, "run": {"t_end": 2.0, "record": 100}}
 SGD_SCHEME = {"scheme": {"kind": "sgd", "lr": 1.0, "n_critic": 10, "batch_size": 1}}
 
 
-def _small(backend: str = "numba", **extra) -> mfg.config.RunConfig:
+def _small(backend: str = "numba", **extra) -> mfg.RunConfig:
     over = {k: dict(v) for k, v in SMALL.items()}
     for k, v in extra.items():
         over.setdefault(k, {}).update(v)
     return load_coagulation_config(overrides=over, backend=backend)
 
 
+def _n_distinct(omega: np.ndarray) -> int:
+    """Distinct critic positions, counted as a set of coordinate tuples (not with np.unique,
+    which the package uses)."""
+    return len({tuple(float(v) + 0.0 for v in row) for row in omega})
+
+
+# --------------------------------------------------------------------------------------------
+# The diagnostics on hand-built critic clouds with known answers
+# --------------------------------------------------------------------------------------------
+def test_faces_and_corners_of_a_hand_built_cloud():
+    # K = 1, Q = [-2, 2]^3. Two corners, two points on one face each, one on an edge (two
+    # faces, not a corner), three interior points (one just inside a face).
+    clip = 2.0
+    omega = np.array([
+        [2.0, 2.0, 2.0],      # corner
+        [-2.0, 2.0, -2.0],    # corner
+        [2.0, 0.3, -0.1],     # face alpha = +2
+        [0.5, -2.0, 1.0],     # face beta = -2
+        [-2.0, 1.0, 2.0],     # edge alpha = -2, gamma = +2
+        [0.0, 0.0, 0.0],
+        [1.999, 0.2, 0.2],    # inside: 1.999 < 2
+        [-0.5, 0.5, 1.5],
+    ])
+    d = mfg.metrics.coagulation(omega, clip)
+    assert d["boundary_fraction"] == 5 / 8
+    assert d["corner_fraction"] == 2 / 8
+    # Per coordinate, the fraction at -clip (column 0) and at +clip (column 1), counted above.
+    np.testing.assert_array_equal(d["face_fractions"],
+                                  [[2 / 8, 2 / 8], [1 / 8, 2 / 8], [1 / 8, 2 / 8]])
+    assert d["n_distinct"] == 8 and d["n_clusters"] == 8
+
+
+def test_every_particle_at_one_corner_is_a_single_point():
+    omega = np.tile([1.0, -1.0, 1.0, -1.0], (25, 1))   # K = 2: a corner of [-1, 1]^4
+    d = mfg.metrics.coagulation(omega, 1.0)
+    assert d["boundary_fraction"] == 1.0 and d["corner_fraction"] == 1.0
+    assert d["n_distinct"] == 1 and d["n_clusters"] == 1
+    assert d["spread"] == 0.0 and d["effective_dimension"] == 0
+
+
+def test_cluster_counts_of_hand_built_groups():
+    # Three groups of 4 particles, each group within 1e-9 of its centre, centres >= 0.5 apart;
+    # and a chain of 6 points 0.4e-3 apart, linked end to end only through its neighbours.
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, -0.5, 0.5]])
+    groups = np.repeat(centres, 4, axis=0) + 1e-9 * rng.uniform(-1, 1, (12, 3))
+    chain = np.array([[0.9, 0.4e-3 * i, 0.0] for i in range(6)])
+    omega = np.vstack([groups, chain])
+    assert mfg.metrics.coagulation(omega, 1.0, tol=1e-6)["n_clusters"] == 3 + 6
+    assert mfg.metrics.coagulation(omega, 1.0, tol=1e-3)["n_clusters"] == 3 + 1
+    assert mfg.metrics.coagulation(omega, 1.0, tol=0.0)["n_clusters"] == 12 + 6
+    assert mfg.metrics.coagulation(omega, 1.0)["n_distinct"] == 18
+    # Exact duplicates count once.
+    assert mfg.metrics.coagulation(np.vstack([chain, chain[:2]]), 1.0, tol=0.0)["n_distinct"] == 6
+
+
+def test_spread_computed_by_hand():
+    # (0,0,0), (1,0,0), (0,1,0): mean (1/3, 1/3, 0), squared distances 2/9, 5/9, 5/9, so
+    # spread = sqrt((2/9 + 5/9 + 5/9) / 3) = 2/3.
+    omega = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert mfg.metrics.coagulation(omega, 1.0)["spread"] == pytest.approx(2 / 3, rel=1e-15)
+    # Two antipodal corners of [-1, 1]^3: every particle at distance sqrt(3) from the mean 0.
+    pair = np.array([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]] * 5)
+    d = mfg.metrics.coagulation(pair, 1.0)
+    assert d["spread"] == pytest.approx(np.sqrt(3.0), rel=1e-15)
+    assert d["n_distinct"] == 2 and d["corner_fraction"] == 1.0 and d["effective_dimension"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The study
+# --------------------------------------------------------------------------------------------
 def test_default_config_is_an_ordinary_run_configuration():
     # The same file must run under `meanfield-gan run`: it parses with the run-config loader.
     cfg = load_config(DEFAULT_CONFIG)
@@ -64,17 +134,27 @@ def test_coagulation_run_reaches_a_single_point_in_finite_time(backend):
     res = run_coagulation(_small(backend))
     t_end = res.config.run.t_end
     assert res.t0 is not None and 0.0 < res.t0 <= t_end
-    k0 = int(np.searchsorted(res.times, res.t0))
-    nd = res.series["n_distinct"]
-    assert nd[0] == 48 and np.all(nd[:k0] > 1) and np.all(nd[k0:] == 1)
-    # The support flattens on the faces before it collapses, and collapses onto a corner.
-    assert res.times[np.argmax(res.series["boundary_fraction"] >= 1.0)] <= res.t0
+    # Counted here from the recorded particles, independently of the package's diagnostics.
+    nd = np.array([_n_distinct(om) for om in res.omega])
+    np.testing.assert_array_equal(res.series["n_distinct"], nd)
+    # Merged particles never separate: the count of distinct positions never increases...
+    assert nd[0] == 48 and np.all(np.diff(nd) <= 0)
+    # ...and t0 is the first record with a single position, which then stays single.
+    k0 = int(np.flatnonzero(nd == 1)[0])
+    assert res.t0 == res.times[k0]
+    assert np.all(nd[:k0] > 1) and np.all(nd[k0:] == 1)
+    # The support flattens on the faces before it collapses, and collapses onto the corner
+    # (1, 1, 1) (clip = 1: clipping puts the coordinates exactly on +-1).
+    on_face = np.abs(res.omega) == 1.0
+    boundary = on_face.any(axis=2).mean(axis=1)
+    np.testing.assert_array_equal(res.series["boundary_fraction"], boundary)
+    assert res.times[np.argmax(boundary >= 1.0)] <= res.t0
+    assert np.all(res.omega[k0:] == 1.0)
     assert np.all(res.series["corner_fraction"][k0:] == 1.0)
+    assert np.all(res.series["spread"][k0:] == 0.0) and np.all(res.series["spread"][:k0] > 0.0)
     assert np.all(res.series["effective_dimension"][k0:] == 0)
-    assert np.all(res.series["spread"][k0:] == 0.0)
     assert np.array_equal(res.final_positions(), np.ones((1, 3)))
-    # The study's t0 is the metrics' coagulation time with exact coincidence.
-    assert res.t0 == metrics.coagulation_time(res.times, res.omega, 1.0, tol=0.0)
+    # A single exact point is a single cluster at any linking distance: t0_tol comes no later.
     assert res.t0_tol is not None and res.t0_tol <= res.t0
 
 

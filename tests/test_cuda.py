@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Every test waits on child processes (the CUDA simulator: about 25 s): the slow loop only.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 TOL64 = 1e-12
 TOL32 = 2e-5  # float32 rounding over a few steps of O(1) quantities (seen: ~3e-7)

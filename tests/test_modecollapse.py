@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 
 import meanfield_gan as mfg
-from meanfield_gan import metrics
-from meanfield_gan.engines.reference import generator_output
 from meanfield_gan.studies.modecollapse import (
     mode_collapse_problem,
     plot_frame,
@@ -36,6 +34,10 @@ def test_problem_is_the_bimodal_target_with_validated_inputs():
         mode_collapse_problem(scale=0.0)
     with pytest.raises(ValueError, match="generator_scale"):
         mode_collapse_problem(generator_scale=-1.0)
+    with pytest.raises(ValueError, match="generator_loc"):
+        mode_collapse_problem(generator_loc=np.inf)
+    with pytest.raises(ValueError, match="quadrature_size"):
+        mode_collapse_problem(quadrature_size=0)
 
 
 def test_measurements_match_their_definitions(small):
@@ -45,12 +47,21 @@ def test_measurements_match_their_definitions(small):
     # The generated law is observed through one fixed set of latent samples.
     z = mfg.StandardNormal(1).sample(np.random.default_rng(np.random.SeedSequence([0, 1])), 2000)
     for k in (0, T // 2, T - 1):
-        g = generator_output(r.theta[k], z)[:, 0]
-        np.testing.assert_array_equal(r.samples[k], g)
+        # g_mu(z) = (1/N) sum_i a_i s(b_i z + c_i), written out (MODEL.md section 1, K = L = 1).
+        a, b, c = r.theta[k][:, 0, 0], r.theta[k][:, 0, 1], r.theta[k][:, 0, 2]
+        g = np.mean(a / (1.0 + np.exp(-(np.outer(z[:, 0], b) + c))), axis=1)
+        np.testing.assert_allclose(r.samples[k], g, rtol=1e-12, atol=1e-14)
+        g = r.samples[k]
         np.testing.assert_array_equal(r.mass_near[k], [np.mean(np.abs(g + 1) < 0.5),
                                                        np.mean(np.abs(g - 1) < 0.5)])
+        # W1 on the line is the integral of |F_generated - F_target|: summed by hand over the
+        # merged, sorted atoms of the samples and of the target's quadrature.
         xq, xw = mode_collapse_problem().target.quadrature(256)
-        assert r.w1[k] == pytest.approx(metrics.w1_1d(g, xq[:, 0], None, xw), rel=1e-12)
+        pts = np.concatenate([g, xq[:, 0]])
+        mass = np.concatenate([np.full(g.size, 1.0 / g.size), -xw])
+        order = np.argsort(pts, kind="stable")
+        w1 = np.sum(np.abs(np.cumsum(mass[order])[:-1]) * np.diff(pts[order]))
+        assert r.w1[k] == pytest.approx(w1, rel=1e-9)
     np.testing.assert_allclose(r.nearest_fraction.sum(axis=1), 1.0)
     # Target reference values: about 0.494 of its mass within 0.5 of each mode.
     np.testing.assert_allclose(r.summary["target_mass_near"], 0.4938, atol=1e-3)

@@ -41,6 +41,7 @@ def test_notebooks_are_generated_by_the_builder_and_have_no_outputs(tmp_path):
                 assert cell.outputs == [] and cell.execution_count is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(

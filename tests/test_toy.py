@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from meanfield_gan.cli import main
-from meanfield_gan.studies.toy import (
+from meanfield_gan.models.explicit import (
     integrate,
     measure_limit,
     orbit_period,
     predicted_limit,
-    run_toy,
     toy_energy,
     toy_velocity,
 )
+from meanfield_gan.studies.toy import run_toy
 
 GAMMAS = (1.0, 10.0)
 

@@ -33,12 +33,14 @@ Everything is vectorised: arrays of shape ``(..., 2)`` hold any number of runs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import ndtr
+
+from meanfield_gan._validation import nonneg_int, positive
 
 __all__ = [
     "ENDS_CAP",
@@ -57,7 +59,7 @@ __all__ = [
     "optimal_step",
     "first_order_step",
     "BimodalRun",
-    "simulate",
+    "run_dynamics",
     "classify",
 ]
 
@@ -490,7 +492,7 @@ class BimodalRun:
     trajectory: np.ndarray | None = None
 
 
-def simulate(
+def run_dynamics(
     dynamics: str,
     mu0: ArrayLike,
     target: ArrayLike,
@@ -532,12 +534,10 @@ def simulate(
     """
     if dynamics not in DYNAMICS:
         raise ValueError(f"dynamics: must be one of {DYNAMICS}, got {dynamics!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr: must be positive and finite, got {lr}")
-    if int(steps) != steps or steps < 0:
-        raise ValueError(f"steps: must be a non-negative integer, got {steps}")
-    if int(unrolled) != unrolled or unrolled < 0:
-        raise ValueError(f"unrolled: must be a non-negative integer, got {unrolled}")
+    lr = positive(lr, "lr")
+    steps = nonneg_int(steps, "steps")
+    unrolled = nonneg_int(unrolled, "unrolled")
+    record_every = nonneg_int(record_every, "record_every")
     mu = np.array(_as_means(mu0, "mu0"), dtype=float)
     target = _as_means(target, "target")
     if dynamics == "first_order":

@@ -1,6 +1,6 @@
 """Optimal-discriminator versus first-order dynamics in the bimodal Gaussian GAN (MODEL.md section 6).
 
-Many random initial conditions are run under both dynamics of :mod:`meanfield_gan.bimodal`
+Many random initial conditions are run under both dynamics of :mod:`meanfield_gan.models.bimodal`
 (Li, Madry, Peebles, Schmidt, ICML 2018) and each end state is classified as converged to
 ``mu*``, mode collapse, or other (oscillating or stalled). A second set of runs starts from a
 regular grid of initial generator means, for the outcome heatmaps.
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from meanfield_gan.models import bimodal as bm
 from meanfield_gan._util import want_progress, write_study_outputs
+from meanfield_gan.models import bimodal as bm
 from meanfield_gan.parallel import executor_from_scheduler, map_tasks
 
 __all__ = [
@@ -95,7 +95,7 @@ class BimodalConfig:
     tol: float = 0.1
     collapse_tol: float = 0.5
 
-    def validate(self) -> "BimodalConfig":
+    def validate(self) -> BimodalConfig:
         """Raise ValueError naming the first bad setting; return a normalised copy."""
         def _int(name: str, value: Any, low: int) -> int:
             if isinstance(value, bool) or not float(value).is_integer() or value < low:
@@ -190,8 +190,8 @@ def _run_chunk(task: dict[str, Any]) -> dict[str, np.ndarray]:
     """Both dynamics on one chunk of initial conditions (a picklable top-level task)."""
     target = np.asarray(task["target"], dtype=float)
     common = {"lr": task["lr"], "steps": task["steps"]}
-    opt = bm.simulate("optimal", task["mu0"], target, **common)
-    fo = bm.simulate(
+    opt = bm.run_dynamics("optimal", task["mu0"], target, **common)
+    fo = bm.run_dynamics(
         "first_order", task["mu0"], target, l0=task["l0"], r0=task["r0"], unrolled=task["unrolled"], **common
     )
     out: dict[str, np.ndarray] = {}

@@ -33,17 +33,18 @@ import copy
 import json
 import math
 import os
+import tomllib as _toml  # the package requires Python >= 3.11
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from meanfield_gan import metrics
+import meanfield_gan as mfg
 from meanfield_gan._util import want_progress, write_study_outputs
+from meanfield_gan._validation import nonnegative
 from meanfield_gan.io.config import BACKENDS, RunConfig
-
-import tomllib as _toml  # the package requires Python >= 3.11
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -143,13 +144,7 @@ def load_coagulation_config(
 def _check_tol(tol: float | None, clip: float) -> float:
     if tol is None:
         return 1e-6 * clip
-    try:
-        t = float(tol)
-    except (TypeError, ValueError):
-        raise ValueError(f"tol: must be a number >= 0, got {tol!r}") from None
-    if not (math.isfinite(t) and t >= 0):
-        raise ValueError(f"tol: must be a finite number >= 0, got {tol!r}")
-    return t
+    return nonnegative(tol, "tol")
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,19 +258,17 @@ def run_coagulation(
         raise ValueError("reference: the coagulation study runs no reference scheme")
     clip = config.problem.clip
     t = _check_tol(tol, clip)
-    from meanfield_gan.driver import simulate
-
     problem, state, scheme = config.build()
     rs = config.run
     record = rs.record if isinstance(rs.record, int) else list(rs.record)
-    traj = simulate(problem, state, scheme, rs.t_end, record=record, seed=rs.seed,
+    traj = mfg.simulate(problem, state, scheme, rs.t_end, record=record, seed=rs.seed,
                     backend=rs.backend, progress=want_progress(progress))
-    diags = [metrics.coagulation(om, clip, tol=t) for om in traj.omega]
+    diags = [mfg.metrics.coagulation(om, clip, tol=t) for om in traj.omega]
     series = {k: np.array([d[k] for d in diags]) for k in SERIES}
     faces = np.stack([d["face_fractions"] for d in diags])
     # t0 counts exact coincidence only: clipping puts merged particles on the same bits.
-    t0 = metrics.coagulation_time(traj.times, traj.omega, clip, tol=0.0)
-    t0_tol = metrics.coagulation_time(traj.times, traj.omega, clip, tol=t)
+    t0 = mfg.metrics.coagulation_time(traj.times, traj.omega, clip, tol=0.0)
+    t0_tol = mfg.metrics.coagulation_time(traj.times, traj.omega, clip, tol=t)
     return CoagulationResult(
         config=config, times=np.asarray(traj.times, dtype=float), steps=np.asarray(traj.steps),
         theta=traj.theta, omega=traj.omega, psi=np.asarray(traj.observables["psi"]),

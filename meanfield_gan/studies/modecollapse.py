@@ -25,18 +25,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from meanfield_gan import metrics
-from meanfield_gan.core import critic_output, generator_output
+import meanfield_gan as mfg
 from meanfield_gan._util import want_progress, write_study_outputs
-from meanfield_gan.model.laws import GaussianMixture, NormalInit, UniformInit
-from meanfield_gan.model.problem import Problem, initial_state
-from meanfield_gan.model.schemes import SGD, ProjectedEuler
+from meanfield_gan._validation import finite_array, positive, positive_int
 
 __all__ = [
     "ModeCollapseResult",
@@ -50,22 +48,6 @@ __all__ = [
 ]
 
 
-def _finite(name: str, v: Any, *, positive: bool = False) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a number, got {v!r}") from None
-    if not math.isfinite(f) or (positive and f <= 0):
-        raise ValueError(f"{name}: must be {'> 0 and ' if positive else ''}finite, got {v!r}")
-    return f
-
-
-def _count(name: str, v: Any, minimum: int = 1) -> int:
-    if isinstance(v, bool) or int(v) != v or int(v) < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
 def mode_collapse_problem(
     modes: Sequence[float] = (-1.0, 1.0),
     scale: float = 0.2,
@@ -75,7 +57,7 @@ def mode_collapse_problem(
     generator_scale: float = 1.0,
     critic_scale: float | None = None,
     quadrature_size: int = 32,
-) -> Problem:
+) -> mfg.Problem:
     """The 1-D problem: equal-weight Gaussian modes, standard normal latent (``K = L = 1``).
 
     Parameters
@@ -102,14 +84,15 @@ def mode_collapse_problem(
     m = np.asarray(modes, dtype=np.float64).ravel()
     if m.size < 2 or not np.all(np.isfinite(m)) or np.unique(m).size != m.size:
         raise ValueError(f"modes: need at least two distinct finite mode positions, got {modes!r}")
-    s = _finite("scale", scale, positive=True)
-    c = _finite("clip", clip, positive=True)
-    cs = c / 2 if critic_scale is None else _finite("critic_scale", critic_scale, positive=True)
-    return Problem(K=1, L=1, target=GaussianMixture(m[:, None], s), clip=c,
-                   generator_init=NormalInit(_finite("generator_loc", generator_loc),
-                                             _finite("generator_scale", generator_scale, positive=True)),
-                   critic_init=UniformInit(-min(cs, c), min(cs, c)),
-                   quadrature_size=_count("quadrature_size", quadrature_size))
+    s = positive(scale, "scale")
+    c = positive(clip, "clip")
+    cs = c / 2 if critic_scale is None else positive(critic_scale, "critic_scale")
+    loc = float(finite_array(generator_loc, "generator_loc", 0))
+    gs = positive(generator_scale, "generator_scale")
+    return mfg.Problem(K=1, L=1, target=mfg.GaussianMixture(m[:, None], s), clip=c,
+                       generator_init=mfg.NormalInit(loc, gs),
+                       critic_init=mfg.UniformInit(-min(cs, c), min(cs, c)),
+                       quadrature_size=positive_int(quadrature_size, "quadrature_size"))
 
 
 @dataclass
@@ -234,7 +217,7 @@ def simulate_mode_collapse(
     scale: float = 0.2,
     N: int = 64,
     M: int = 64,
-    scheme: SGD | ProjectedEuler | None = None,
+    scheme: mfg.SGD | mfg.ProjectedEuler | mfg.ProjectedHeun | None = None,
     t_end: float = 200.0,
     record: int = 100,
     seed: int = 0,
@@ -284,32 +267,33 @@ def simulate_mode_collapse(
         ``w1_dirac_at_mode`` (W1 of a Dirac at each mode, the value of a full collapse),
         ``max_generated_std`` and the target's own ``target_mass_near``.
     """
-    from meanfield_gan.driver import simulate
-
+    # Every argument is checked before the run starts.
     problem = mode_collapse_problem(modes, scale, clip=clip, generator_loc=generator_loc,
                                     generator_scale=generator_scale,
                                     quadrature_size=quadrature_size)
     m = problem.target.means[:, 0]
     s = float(problem.target.scales[0, 0])
     gap = float(np.min(np.diff(np.sort(m))))
-    r = 0.25 * gap if radius is None else _finite("radius", radius, positive=True)
-    scheme = ProjectedEuler(0.05, critic_scale=1.0) if scheme is None else scheme
-    n_s = _count("n_samples", n_samples, 2)
-    record = _count("record", record)
-    t_end = _finite("t_end", t_end, positive=True)
-    state = initial_state(problem, _count("N", N), _count("M", M), seed=seed)
-    traj = simulate(problem, state, scheme, t_end, record=record, seed=seed, backend=backend,
-                    progress=want_progress(progress))
+    r = 0.25 * gap if radius is None else positive(radius, "radius")
+    scheme = mfg.ProjectedEuler(0.05, critic_scale=1.0) if scheme is None else scheme
+    n_s = positive_int(n_samples, "n_samples")
+    if n_s < 2:
+        raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
+    record = positive_int(record, "record")
+    t_end = positive(t_end, "t_end")
+    state = mfg.initial_state(problem, positive_int(N, "N"), positive_int(M, "M"), seed=seed)
+    traj = mfg.simulate(problem, state, scheme, t_end, record=record, seed=seed, backend=backend,
+                        progress=want_progress(progress))
     # One fixed set of latent samples: the records differ only by the generator.
     z = problem.latent.sample(np.random.default_rng(np.random.SeedSequence([seed, 1])), n_s)
-    samples = np.stack([generator_output(th, z)[:, 0] for th in traj.theta])
+    samples = np.stack([mfg.generator_output(th, z)[:, 0] for th in traj.theta])
     mass = np.stack([[np.mean(np.abs(g - mc) < r) for mc in m] for g in samples])
     nearest = np.abs(samples[:, :, None] - m).argmin(axis=2)
     sides = np.stack([np.mean(nearest == c, axis=1) for c in range(m.size)], axis=1)
     xq, xw = problem.target.quadrature(256)  # Gauss-Hermite: 128 nodes per mode
-    w1 = np.array([metrics.w1_1d(g, xq[:, 0], None, xw) for g in samples])
+    w1 = np.array([mfg.metrics.w1_1d(g, xq[:, 0], None, xw) for g in samples])
     target_mass = np.array([float(xw @ (np.abs(xq[:, 0] - mc) < r)) for mc in m])
-    w1_dirac = np.array([metrics.w1_1d(np.array([mc]), xq[:, 0], None, xw) for mc in m])
+    w1_dirac = np.array([mfg.metrics.w1_1d(np.array([mc]), xq[:, 0], None, xw) for mc in m])
     settings = {
         "modes": m.tolist(), "scale": s, "N": int(N), "M": int(M), "clip": problem.clip,
         "generator_loc": float(generator_loc), "generator_scale": float(generator_scale),
@@ -372,7 +356,7 @@ def _draw_frame(axes, result: ModeCollapseResult, k: int, edges: np.ndarray, den
     ymax = max(float(result.target_pdf(x).max()) * 1.3, float(np.quantile(dens.max(axis=1), 0.9)) * 1.05)
     for mc in result.modes:
         ax_d.axvspan(mc - result.radius, mc + result.radius, color="0.9", zorder=0)
-    f = critic_output(om, x[:, None])
+    f = mfg.critic_output(om, x[:, None])
     span = max(float(np.ptp(f)), 1e-12)
     ax_d.plot(x, (f - f.min()) / span * 0.9 * ymax, color="C3", lw=0.9, ls="--",
               label="critic f (rescaled)")
@@ -438,7 +422,7 @@ def animate_mode_collapse(result: ModeCollapseResult, path: str | os.PathLike, f
     """
     from matplotlib.animation import PillowWriter
 
-    step = _count("every", every)
+    step = positive_int(every, "every")
     frames = list(range(0, len(result.times), step))
     if frames[-1] != len(result.times) - 1:
         frames.append(len(result.times) - 1)
@@ -446,7 +430,7 @@ def animate_mode_collapse(result: ModeCollapseResult, path: str | os.PathLike, f
     edges, dens = result.densities(bins)
     fig, axes = _figure((11.5, 3.4), dpi, width_ratios=[1, 1, 1.9], wspace=0.35)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.16, top=0.82)
-    writer = PillowWriter(fps=_count("fps", fps))
+    writer = PillowWriter(fps=positive_int(fps, "fps"))
     with writer.saving(fig, str(path), dpi):
         for k in frames:
             _draw_frame(axes, result, k, edges, dens)
