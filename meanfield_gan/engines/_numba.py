@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 # GNU OpenMP (Numba's "omp" threading layer here) spins for up to 300000 iterations at the end
 # of every parallel region before sleeping.  When the cores are shared (other processes, or
@@ -67,8 +68,6 @@ from ._numba_kernels import (  # noqa: E402
     _clip, _pass1_par, _pass1_ser, _pass2_par, _pass2_ser, _pass3_par, _pass3_ser, _project,
     _pass_pen_par, _pass_pen_ser, n_chunks, sigmoid,
 )
-
-_NO_HYPER_C = np.array([0.0, 1.0, 0.0, 1.0, 1.0])
 
 #: Scheme codes of :func:`run_steps` (VELOCITY: store both velocity fields, no step;
 #: CRITIC_VELOCITY: the critic's only, without the generator pass).
@@ -130,7 +129,7 @@ def _critic_at(par, om, pT, mreal, fpart, ubuf_f, fout):
 
 @njit(**_OPTS)
 def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_g, ubuf_c,
-             acc_c, flags, par):
+             acc_c, flags, hyp, par):
     """``pv = grad_omega dP/dnu`` (MODEL.md section 7) into ``pen2[3]``: the interpolates by
     pass 1 at ``zp``, ``grad f`` there by pass 2's generated side (unit weights, nothing
     stored or stepped), ``c = 2 (|grad f| - 1) grad f / |grad f|`` (0 where ``grad f = 0``),
@@ -153,10 +152,10 @@ def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_
     store = nreal * 0 + _STORE
     if par:
         _pass2_par(cc, mreal, om, xhT, wone, xhT, wone, pv, hpart_p, ubuf_c, acc_c, yes, no,
-                   store, 0.0, 1.0, pv, _NO_HYPER_C, flags, pv, 0.0)
+                   store, 0.0, 1.0, pv, hyp, flags, pv, 0.0)
     else:
         _pass2_ser(cc, mreal, om, xhT, wone, xhT, wone, pv, hpart_p, ubuf_c, acc_c, yes, no,
-                   store, 0.0, 1.0, pv, _NO_HYPER_C, flags, pv, 0.0)
+                   store, 0.0, 1.0, pv, hyp, flags, pv, 0.0)
     _reduce(hpart_p, 1.0 / mreal, cT)
     for p in range(P):
         nrm = 0.0
@@ -203,8 +202,10 @@ def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode,
     pv = pen2[3]
     pen = lam != 0.0 and need_vo
     if pen:
+        # (hyp is passed through unused so that pass 2 keeps one signature: a second one
+        # would compile the whole critic pass again, about 30 s on a cold cache)
         _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_g, ubuf_c,
-                 acc_c, flags, par)
+                 acc_c, flags, hyp, par)
     lam_v = lam if pen else 0.0
     zc, xc, hsep = zw, xw, False
     if loss != 0:
@@ -602,6 +603,29 @@ def _opt_from_layout(sqtS, sqoS, sq_t, sq_o):
                               sq_t[p], sq_o[p])
 
 
+_ANNOUNCED = False
+
+
+def announce_compilation(what: str) -> None:
+    """Say once per process, on a terminal, that the kernels are being compiled.
+
+    Numba compiles :func:`run_steps` on its first call in a process unless its on-disk cache
+    is valid (the index exists and matches the source); that takes a minute or two on two
+    cores, and a silent minute looks like a hang.
+    """
+    global _ANNOUNCED
+    if _ANNOUNCED or run_steps.signatures:
+        return
+    _ANNOUNCED = True
+    try:
+        cold = not run_steps._cache._cache_file._load_index()
+    except Exception:  # numba internals moved: say nothing rather than fail a run
+        return
+    if cold and sys.stderr.isatty():
+        print(f"meanfield_gan: compiling the Numba kernels for {what} (first run only, cached "
+              f"afterwards; a minute or two)", file=sys.stderr, flush=True)
+
+
 class NumbaRunner(Runner):
     """Advances a state with the compiled step loop (:func:`run_steps`), in chunks of steps.
 
@@ -648,6 +672,7 @@ class NumbaRunner(Runner):
         if self.noise and not scheme.stochastic:
             Bz, Bx = self.zT.shape[1], self.xT.shape[1]
         self.ws = Workspace(state.N, state.M, K, L, Bz, Bx, kind=self.code, P=P)
+        announce_compilation(f"{self.rule} with the {problem.loss} objective")
         self._dummy_Z = np.zeros((1, 1, L, 1))
         self._dummy_X = np.zeros((1, 1, K, 1))
         h = self.hyper

@@ -18,7 +18,8 @@ Layout of a file written by ``meanfield-gan run`` (H5MD 1.1, https://www.nongnu.
         critic/
             id, coordinate          as above, D = K + 2 (alpha, beta[k], gamma)
             box/                    attrs: dimension, boundary; edges (D,) = 2 clip and
-                                    offset (D,) = -clip: Q = offset + [0, edges]
+                                    offset (D,) = -clip: Q = offset + [0, edges] (neither
+                                    without a box, clip = inf)
             position/{step, time, value (T, M, K+2)}
         reference_generator/, reference_critic/     (only with [reference] record_particles)
     observables/<name>/{step, time, value (T,)}     psi, critic_boundary_fraction, d2_squared, ...
@@ -44,16 +45,21 @@ seed stored in ``parameters`` suffice to continue bitwise identically.
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from ..model.problem import State
+
+if TYPE_CHECKING:  # xarray is optional: only Run.to_xarray needs it
+    import xarray
 
 __all__ = [
     "H5MD_VERSION",
@@ -82,7 +88,7 @@ def _package_version() -> str:
 
 
 def git_revision() -> str:
-    """``git rev-parse HEAD`` of the package's checkout (``-dirty`` if modified), else ``"unknown"``."""
+    """``git rev-parse HEAD`` of the package's checkout (``-dirty`` if modified) or "unknown"."""
     here = Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
@@ -201,7 +207,7 @@ class H5MDWriter:
     @classmethod
     def create(cls, path: str | os.PathLike, *, K: int, L: int, N: int, M: int, clip: float,
                config_text: str, config_canonical: str, parameters: Mapping[str, Any] | None = None,
-               reference_particles: bool = False, author: str | None = None) -> "H5MDWriter":
+               reference_particles: bool = False, author: str | None = None) -> H5MDWriter:
         """Create a new run file (``path`` must not exist).
 
         Parameters
@@ -252,20 +258,24 @@ class H5MDWriter:
                 box = g.create_group("box")
                 box.attrs["dimension"] = np.int32(len(labels))
                 box.attrs["boundary"] = np.array(["none"] * len(labels), dtype=_STR)
-                if box_clip is not None:
-                    # Q = [-clip, clip]^D: the box has edges 2 clip and starts at -clip
+                if box_clip is not None and math.isfinite(box_clip):
+                    # Q = [-clip, clip]^D: the box has edges 2 clip and starts at -clip.
+                    # Without a box (clip = inf) H5MD lets edges be omitted (every boundary
+                    # is "none"); infinite edges would only mislead a reader.
                     e = box.create_dataset("edges", data=np.full(len(labels), 2.0 * box_clip))
                     o = box.create_dataset("offset", data=np.full(len(labels), -box_clip))
                     _attach(e, coord)
                     _attach(o, coord)
-                    box.attrs["description"] = "critic box Q = [-clip, clip]^(K+2) = offset + [0, edges]"
+                    box.attrs["description"] = ("critic box Q = [-clip, clip]^(K+2) = offset + "
+                                                "[0, edges]")
                 _create_element(g, "position", (n, len(labels)), (pid, coord))
             f.create_group("observables")
 
             ck = f.create_group("checkpoint")
             ck.attrs["latest"] = ""
             _scale(ck, "generator_id", np.arange(N, dtype=np.int64))
-            _scale(ck, "generator_coordinate", np.array(generator_labels(K, L), dtype=object).astype(_STR))
+            _scale(ck, "generator_coordinate",
+                   np.array(generator_labels(K, L), dtype=object).astype(_STR))
             _scale(ck, "critic_id", np.arange(M, dtype=np.int64))
             _scale(ck, "critic_coordinate", np.array(critic_labels(K), dtype=object).astype(_STR))
             f.flush()
@@ -275,7 +285,7 @@ class H5MDWriter:
         return cls(f)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "H5MDWriter":
+    def open(cls, path: str | os.PathLike) -> H5MDWriter:
         """Reopen an existing run file for appending (to resume it)."""
         f = h5py.File(path, "r+")
         try:
@@ -289,7 +299,7 @@ class H5MDWriter:
         if self.f.id.valid:
             self.f.close()
 
-    def __enter__(self) -> "H5MDWriter":
+    def __enter__(self) -> H5MDWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -426,7 +436,8 @@ def _get_state(g: h5py.Group) -> State:
         return np.ascontiguousarray(ds[...].reshape(tuple(ds.attrs["shape"])))
 
     opt = {k: arr(v) for k, v in g["opt"].items()} if "opt" in g else {}
-    return State(arr(g["theta"]), arr(g["omega"]), int(g.attrs["step"]), float(g.attrs["time"]), opt)
+    return State(arr(g["theta"]), arr(g["omega"]), int(g.attrs["step"]), float(g.attrs["time"]),
+                 opt)
 
 
 def _read_checkpoint(f: h5py.File) -> Checkpoint | None:
@@ -515,6 +526,8 @@ class Run:
         The newest valid checkpoint (full state: particles, optimiser state, step, time).
     reference_theta, reference_omega : ndarray or None
         Reference particles when the run stored them.
+    config_canonical_text : str
+        The canonical configuration as stored (the TOML text :attr:`config` was parsed from).
     """
 
     path: str
@@ -531,6 +544,7 @@ class Run:
     checkpoint: Checkpoint | None = None
     reference_theta: np.ndarray | None = None
     reference_omega: np.ndarray | None = None
+    config_canonical_text: str = ""
 
     @property
     def N(self) -> int:
@@ -554,6 +568,63 @@ class Run:
             raise ValueError("index: particles were not loaded (load(..., particles=True))")
         return State(self.theta[index].copy(), self.omega[index].copy(),
                      int(self.steps[index]), float(self.times[index]))
+
+    def to_xarray(self) -> xarray.Dataset:
+        """The run as an :class:`xarray.Dataset` with named dimensions (needs xarray).
+
+        Returns
+        -------
+        xarray.Dataset
+            Dimensions ``time``, ``generator`` (particle), ``k`` (data coordinate),
+            ``generator_parameter`` (``a``, ``b[0]`` ... ``b[L-1]``, ``c``), ``critic``
+            (particle) and ``critic_parameter`` (``alpha``, ``beta[0]`` ... ``gamma``).
+            Variables: ``theta (time, generator, k, generator_parameter)`` and
+            ``omega (time, critic, critic_parameter)`` (when the particles were loaded),
+            ``reference_theta``/``reference_omega`` when the run stored them, and one
+            variable per observable on ``time``. Coordinates ``time`` and ``step``. The
+            attributes hold the configuration (``config_toml``, canonical: every default
+            filled in; ``tomllib.loads`` gives :attr:`config`), the ``parameters/``
+            attributes, ``complete`` (0/1), ``error`` and ``path``; all of them can be
+            written to netCDF.
+
+        Raises
+        ------
+        ImportError
+            When xarray is not installed.
+        """
+        try:
+            import xarray as xr
+        except ImportError:
+            raise ImportError("Run.to_xarray needs xarray, an optional dependency: "
+                              "pip install xarray") from None
+        K, L = self.K, self.L
+        gen_dims = ("time", "generator", "k", "generator_parameter")
+        crit_dims = ("time", "critic", "critic_parameter")
+        data: dict[str, Any] = {}
+        for name, arr, dims in (("theta", self.theta, gen_dims),
+                                ("omega", self.omega, crit_dims),
+                                ("reference_theta", self.reference_theta, gen_dims),
+                                ("reference_omega", self.reference_omega, crit_dims)):
+            if arr is not None:
+                data[name] = (dims, arr)
+        for name, arr in self.observables.items():
+            arr = np.asarray(arr)
+            data[name] = (("time",) + tuple(f"{name}_dim{i}" for i in range(1, arr.ndim)), arr)
+        coords = {
+            "time": ("time", self.times, {"long_name": "time of the record"}),
+            "step": ("time", self.steps, {"long_name": "step index of the record"}),
+            "generator": np.arange(self.N),
+            "k": ("k", np.arange(K), {"long_name": "data coordinate (row k of theta)"}),
+            "generator_parameter": ["a"] + [f"b[{l}]" for l in range(L)] + ["c"],
+            "critic": np.arange(self.M),
+            "critic_parameter": critic_labels(K),
+        }
+        attrs: dict[str, Any] = {f"parameters.{k}": v for k, v in self.parameters.items()
+                                 if isinstance(v, (str, int, float, list))}
+        attrs.update(config_toml=self.config_canonical_text,
+                     config_toml_as_written=self.config_text, complete=np.int8(self.complete),
+                     error=self.error, path=self.path)
+        return xr.Dataset(data, coords=coords, attrs=attrs)
 
     def __repr__(self) -> str:
         return (f"Run({self.path!r}, T={len(self.times)}, N={self.N}, M={self.M}, K={self.K}, "
@@ -607,5 +678,6 @@ def load(path: str | os.PathLike, particles: bool = True) -> Run:
                   config=_toml.loads(canonical), config_text=text, observables=obs,
                   complete=bool(int(f.attrs.get("complete", 0))),
                   error=_str(f.attrs.get("error", "")), parameters=params,
-                  checkpoint=_read_checkpoint(f), reference_theta=rtheta, reference_omega=romega)
+                  checkpoint=_read_checkpoint(f), reference_theta=rtheta, reference_omega=romega,
+                  config_canonical_text=canonical)
     return run
