@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
+import ot
 import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial.distance import pdist, squareform
+from scipy.spatial.distance import cdist, pdist, squareform
 
 from meanfield_gan import metrics
 
@@ -97,7 +99,8 @@ def test_w2_resolves_tiny_distances_between_far_from_origin_clouds():
 
 
 def test_w2_raises_when_the_simplex_stops_early():
-    a, b = _cloud(11, 200, 3), _cloud(12, 200, 3)
+    # Unequal sizes: the network simplex (equal sizes never reach it).
+    a, b = _cloud(11, 200, 3), _cloud(12, 210, 3)
     with pytest.raises(RuntimeError, match="num_itermax"):
         metrics.w2_squared(a, b, num_itermax=10)
 
@@ -110,6 +113,7 @@ def test_w2_raises_when_the_simplex_stops_early():
         (np.array([[0.0, np.nan]]), np.zeros((3, 2)), "^a contains non-finite"),
         (np.zeros((3, 2)), np.array([[np.inf, 0.0]]), "^b contains non-finite"),
         (np.zeros((3, 2)), 1.0, "^b must be an array of particles"),
+        (np.full((3, 2), 1e200), np.zeros((3, 2)), "^a and b have coordinates .* overflow"),
     ],
 )
 def test_w2_validates_its_inputs(a, b, match):
@@ -122,6 +126,196 @@ def test_coupling_needs_equal_sizes_and_num_itermax_positive():
         metrics.coupling_squared(np.zeros((3, 2)), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="num_itermax"):
         metrics.w2_squared(np.zeros((3, 2)), np.ones((3, 2)), num_itermax=0)
+
+
+# ------------------------------------------------------------------------------------------
+# exact W_2 against ot.emd2: every route (sorting, identity certificate, assignment, POT)
+# ------------------------------------------------------------------------------------------
+def _emd2(a, b) -> float:
+    """ot.emd2 on an accurately computed squared-distance matrix (cdist sums squared
+    differences; ot.dist's |a|^2 + |b|^2 - 2ab would lose nearly matched clouds to rounding)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    cost = cdist(a, b, "sqeuclidean")
+    wa, wb = np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b))
+    return float(ot.emd2(wa, wb, cost, numItermax=10_000_000))
+
+
+def _assert_emd2(a, b):
+    value, expected = metrics.w2_squared(a, b), _emd2(a, b)
+    assert value == pytest.approx(expected, rel=1e-12, abs=0.0)
+    return value
+
+
+@pytest.fixture
+def no_cost_matrix(monkeypatch):
+    """Fail if the n x n cost matrix is built: the route must be sorting or the certificate
+    (which may compute up to 64 rows of it)."""
+    build = metrics._sq_euclidean_cost
+
+    def refuse(xa, xb):
+        assert xa.shape[0] <= 64, "the dense cost matrix was built"
+        return build(xa, xb)
+    monkeypatch.setattr(metrics, "_sq_euclidean_cost", refuse)
+
+
+@pytest.fixture
+def pot_calls(monkeypatch):
+    """Count the imports of POT through metrics._pot (every POT route goes through it)."""
+    calls = []
+
+    def counting():
+        calls.append(1)
+        return ot
+    monkeypatch.setattr(metrics, "_pot", counting)
+    return calls
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 12])
+@pytest.mark.parametrize("n", [2, 3, 57, 300])
+def test_w2_matches_emd2_on_independent_clouds(d, n, pot_calls):
+    rng = np.random.default_rng(1000 * d + n)
+    a = rng.normal(size=(n, d))
+    b = rng.standard_t(4, size=(n, d)) * 1.5 + 0.2
+    value = _assert_emd2(a, b)
+    if n > 3:
+        assert value < metrics.coupling_squared(a, b)  # the identity is not optimal here
+    assert pot_calls == []  # equal sizes never need POT
+
+
+@pytest.mark.parametrize("d", [1, 3, 12])
+@pytest.mark.parametrize("noise", [1e-3, 1e-9])
+def test_w2_of_nearly_matched_clouds_is_certified_without_the_matrix(d, noise, no_cost_matrix):
+    rng = np.random.default_rng(30 + d)
+    a = 2.0 + rng.normal(size=(400, d))
+    b = a + noise * rng.normal(size=(400, d))
+    value = _assert_emd2(a, b)
+    if d > 1:  # the certificate's answer is the identity's cost
+        assert value == pytest.approx(np.mean(np.sum((a - b) ** 2, axis=1)), rel=1e-14)
+
+
+@pytest.mark.parametrize("d", [2, 3, 12])
+@pytest.mark.parametrize("noise", [1e-3, 1e-7])
+def test_w2_of_nearly_matched_clouds_in_another_order(d, noise):
+    # Same clouds, b shuffled: the certificate fails fast and the assignment solver recovers
+    # the hidden pairing, although its reduced costs of order |a|^2 round at 1e-16 |a|^2,
+    # a millionth of the matched costs when noise = 1e-7.
+    rng = np.random.default_rng(40 + d)
+    a = 3.0 + rng.normal(size=(300, d))
+    perm = rng.permutation(300)
+    b = (a + noise * rng.normal(size=a.shape))[perm]
+    value = _assert_emd2(a, b)
+    assert value == pytest.approx(metrics.coupling_squared(a[perm], b), rel=1e-12)
+
+
+def _degenerate_clouds(d):
+    rng = np.random.default_rng(50 + d)
+    few = rng.normal(size=(4, d))
+    pts = rng.normal(size=(20, d))
+    p, q = rng.normal(size=(2, d))
+    return {
+        "repeated points": (few[rng.integers(0, 4, 30)], few[rng.integers(0, 4, 30)] + 0.1),
+        "repeated against distinct": (few[rng.integers(0, 4, 30)], rng.normal(size=(30, d))),
+        "same repeated points": (few[np.arange(30) % 4], few[np.arange(30) % 4]),
+        "same points in another order": (pts, pts[rng.permutation(20)]),
+        "some coincident points": (pts, np.concatenate([pts[:10], rng.normal(size=(10, d))])),
+        "all points equal": (np.tile(p, (25, 1)), np.tile(q, (25, 1))),
+        "all points equal, same point": (np.tile(p, (25, 1)), np.tile(p, (25, 1))),
+        "one point": (p[None], q[None]),
+        "one point, same point": (p[None], p[None]),
+        "two points": (pts[:2], pts[2:4]),
+        "two points swapped": (pts[:2], pts[1::-1] + 1e-6),
+        "two equal points": (np.tile(p, (2, 1)), pts[:2]),
+        "integer grid with many ties": (rng.integers(0, 3, (40, d)).astype(float),
+                                        rng.integers(0, 3, (40, d)).astype(float)),
+    }
+
+
+@pytest.mark.parametrize("d", [1, 3])
+@pytest.mark.parametrize("case", list(_degenerate_clouds(1)))
+def test_w2_matches_emd2_on_degenerate_clouds(d, case):
+    a, b = _degenerate_clouds(d)[case]
+    value = _assert_emd2(a, b)
+    if case in ("same repeated points", "same points in another order",
+                "all points equal, same point", "one point, same point"):
+        assert value == 0.0
+    if case.startswith("all points equal") or case.startswith("one point"):
+        assert value == pytest.approx(np.sum((a[0] - b[0]) ** 2), rel=1e-15)
+    if d == 1:  # 1-D input as a flat array is the same cloud
+        assert metrics.w2_squared(a[:, 0], b[:, 0]) == value
+
+
+def test_unequal_sizes_still_go_through_pot(pot_calls):
+    rng = np.random.default_rng(60)
+    for d in (1, 3):
+        a, b = rng.normal(size=(37, d)), rng.normal(size=(52, d)) + 0.5
+        _assert_emd2(a, b)
+    assert len(pot_calls) == 2
+
+
+def test_certificate_rejects_a_near_tie_that_breaks_the_identity():
+    # Each a_i's nearest point is b_i up to 2e-10 relative, inside the k-d tree margin, so
+    # the exact comparison decides: swapping saves 2e-9 of 82, 2.4e-11 relative.
+    a = np.array([[0.0, 0.0], [10.0, 0.0]])
+    b = np.array([[1.0, 0.0], [1.0 - 1e-9, 0.0]])
+    identity = metrics.coupling_squared(a, b)
+    value = _assert_emd2(a, b)
+    assert value < identity * (1 - 1e-11)
+    own = metrics._sq_distances(a, b)
+    assert not metrics._identity_is_optimal(a, b, own)
+
+
+def test_certificate_settles_exact_ties_without_the_matrix(no_cost_matrix):
+    # b_0 = b_1: both rows tie, so both go to the exact comparison, which passes.
+    a = np.array([[0.0, 0.0, 0.0], [0.0, 1e-3, 0.0], [5.0, 5.0, 5.0]])
+    b = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [5.0, 5.0, 5.5]])
+    assert _assert_emd2(a, b) == pytest.approx((1 + (1 + 1e-6) + 0.25) / 3, rel=1e-15)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_certificate_agrees_with_the_brute_force_dual_check(seed):
+    # Small grids give exact ties and equidistant points; the certificate must answer
+    # "identity optimal by the row-minimum dual" exactly as the full matrix does (no size
+    # cap is reached below 16 points), and never claim optimality that is not there.
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(2, 17)), int(rng.integers(2, 5))
+    a = rng.integers(-2, 3, size=(n, d)).astype(float)
+    b = a + rng.integers(-1, 2, size=(n, d)) * rng.choice([0.5, 1.0, 2.0])
+    cost = metrics._sq_euclidean_cost(a, b)
+    brute = bool(np.all(np.diag(cost) <= cost.min(axis=1)))
+    own = metrics._sq_distances(a, b)
+    assert metrics._identity_is_optimal(a, b, own) == brute
+    if brute:
+        assert metrics.w2_squared(a, b) == pytest.approx(np.mean(own), rel=1e-15)
+    _assert_emd2(a, b)
+
+
+def test_row_distances_are_bitwise_the_matrix_entries(monkeypatch):
+    # The certificate compares C_ij from _sq_distances with C_ii exactly: the two must be
+    # the same floating-point numbers as the matrix that emd2 / the assignment would see.
+    monkeypatch.setattr(metrics, "_COST_BLOCK", 7 * 23)  # several row blocks, a short last one
+    rng = np.random.default_rng(70)
+    a = 1e3 + rng.normal(size=(45, 5)) * rng.uniform(1e-6, 1, size=5)
+    b = a + rng.normal(size=(45, 5)) * 1e-4
+    cost = metrics._sq_euclidean_cost(a, b)
+    np.testing.assert_array_equal(np.diag(cost), metrics._sq_distances(a, b))
+    i, j = rng.integers(0, 45, size=(2, 200))
+    np.testing.assert_array_equal(cost[i, j], metrics._sq_distances(a[i], b[j]))
+    np.testing.assert_allclose(cost, cdist(a, b, "sqeuclidean"), rtol=1e-12, atol=0)
+
+
+def test_pot_functions_leave_the_environment_alone(monkeypatch):
+    # POT reads these when it is imported: setting them would disable its torch/jax
+    # backends for the user's own POT calls later in the process.
+    for backend in ("PYTORCH", "JAX", "TENSORFLOW", "CUPY"):
+        monkeypatch.delenv(f"POT_BACKEND_DISABLE_{backend}", raising=False)
+    before = dict(os.environ)
+    rng = np.random.default_rng(80)
+    a, b = rng.normal(size=(20, 3)), rng.normal(size=(25, 3))
+    metrics.w2_squared(a, b)
+    metrics.sliced_w2_squared(a, b, n_projections=10)
+    metrics.w1_1d(a[:, 0], b[:, 0])
+    assert dict(os.environ) == before
 
 
 # ------------------------------------------------------------------------------------------
@@ -298,10 +492,12 @@ def test_cluster_count_matches_the_naive_all_pairs_graph(seed):
 
 
 def test_coagulation_validates_inputs():
-    with pytest.raises(ValueError, match="clip must be > 0"):
+    with pytest.raises(ValueError, match="clip must be finite and > 0"):
         metrics.coagulation(np.zeros((3, 3)), clip=0.0)
-    with pytest.raises(ValueError, match="clip must be > 0"):
+    with pytest.raises(ValueError, match="clip must be finite and > 0"):
         metrics.coagulation(np.zeros((3, 3)), clip=-1.0)
+    with pytest.raises(ValueError, match="atol"):
+        metrics.coagulation(np.zeros((3, 3)), clip=1.0, atol=-1e-9)
     with pytest.raises(ValueError, match="omega must have shape"):
         metrics.coagulation(np.zeros(3), clip=1.0)
     with pytest.raises(ValueError, match="omega contains non-finite"):
