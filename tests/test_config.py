@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import ClassVar  # noqa: F401  (a scheme class defined in a test annotates with it)
 
 import numpy as np
 import pytest
@@ -65,46 +66,53 @@ def _drop(path):
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    (_set("scheme.lr", -1), "scheme.lr: must be > 0, got -1"),
-    (_set("scheme.lr", 0.0), "scheme.lr: must be > 0, got 0.0"),
-    (_set("scheme.lr", float("nan")), "scheme.lr: must be finite, got nan"),
+    (_set("scheme.lr", -1), "scheme.lr: must be finite and > 0, got -1"),
+    (_set("scheme.lr", 0.0), "scheme.lr: must be finite and > 0, got 0.0"),
+    (_set("scheme.lr", float("nan")), "scheme.lr: must be finite and > 0, got nan"),
     (_set("scheme.lr", "fast"), 'scheme.lr: must be a number, got "fast"'),
     (_set("scheme.lr", True), "scheme.lr: must be a number, got true"),
     (_set("init.N", 4.0), "init.N: must be an integer, got 4.0"),
-    (_set("init.N", 0), "init.N: must be >= 1, got 0"),
-    (_set("init.M", -2), "init.M: must be >= 1, got -2"),
-    (_set("problem.clip", 0), "problem.clip: must be > 0, got 0"),
+    (_set("init.N", 0), "init.N: must be a positive integer, got 0"),
+    (_set("init.M", -2), "init.M: must be a positive integer, got -2"),
+    (_set("problem.clip", 0), "problem.clip: must be finite and > 0, got 0"),
     (_set("problem.K", 2), "problem.target.means: each of the means must have K = 2 coordinates "
                            "(problem.K), got 1 at index 0"),
     (lambda d: (d["problem"].update(K=2), d["problem"]["target"].update(means=[-1.0, 1.0])),
      "problem.target.means: a flat list of numbers gives 1-D means, but problem.K = 2"),
-    (_set("problem.quadrature_size", 0), "problem.quadrature_size: must be >= 1, got 0"),
+    (_set("problem.quadrature_size", 0),
+     "problem.quadrature_size: must be a positive integer, got 0"),
+    (_set("problem.K", 0), "problem.K: must be a positive integer, got 0"),
     (_set("run.backend", "fortran"), 'run.backend: must be one of numpy, numba, cuda; got "fortran"'),
-    (_set("scheme.kind", "adam"), 'scheme.kind: must be one of sgd, rmsprop, euler, heun; got "adam"'),
+    (_set("scheme.kind", "sgdm"),
+     'scheme.kind: must be one of sgd, rmsprop, adam, euler, heun; got "sgdm"'),
     (_set("problem.latent", {"kind": "cauchy"}), "problem.latent.kind: must be one of normal"),
     (_set("problem.target.kind", "gan"), "problem.target.kind: must be one of"),
-    (_set("run.record", 0), "run.record: must be >= 1, got 0"),
+    (_set("run.record", 0), "run.record: must be a positive integer, got 0"),
     (_set("run.record", [0.0, 2.0]), "run.record: record times must lie in [0, t_end = 1.0], got 2.0"),
     (_set("run.record", "often"), "run.record: must be an integer"),
     (_set("run.t_end", 0.01), "run.t_end: must be at least one step (dt = 0.125)"),
     (_set("run.progress", "yes"), 'run.progress: must be true, false or "auto"'),
-    (_set("run.seed", -1), "run.seed: must be >= 0, got -1"),
-    (_set("run.checkpoint_every", 0), "run.checkpoint_every: must be >= 1, got 0"),
+    (_set("run.seed", -1), "run.seed: must be an integer >= 0, got -1"),
+    (_set("run.checkpoint_every", 0), "run.checkpoint_every: must be a positive integer, got 0"),
     (_drop("run.t_end"), "run.t_end: required key is missing"),
     (_drop("init"), "init: required key is missing"),
     (_set("scheme", {"kind": "rmsprop", "rho": 1.0}), "scheme.rho: must be in [0, 1), got 1.0"),
     (_set("scheme", {"kind": "euler"}), "scheme.time_step: required key is missing"),
     (_set("scheme", {"kind": "euler", "time_step": 0.1, "lr": 1.0}),
      'scheme.lr: unknown key for kind "euler" (allowed: kind, time_step, critic_scale'),
-    (_set("scheme", {"kind": "rmsprop", "alternating": True}), 'scheme.alternating: unknown key for kind "rmsprop"'),
+    (_set("scheme", {"kind": "rmsprop", "alternating": True}),
+     "scheme.alternating: RMSProp is implemented in simultaneous form only"),
     (_set("init.generator", {"kind": "uniform", "low": 1.0, "high": 0.0}),
      "init.generator.high: must be > low = 1.0, got 0.0"),
-    (_set("init.critic", {"kind": "normal", "scale": -1}), "init.critic.scale: must be > 0, got -1"),
+    (_set("init.critic", {"kind": "normal", "scale": -1}),
+     "init.critic.scale: must be finite and > 0, got -1"),
     (_set("problem.target.scales", [0.3]), "problem.target.scales: must have 2 entries, got 1"),
-    (_set("problem.target.weights", [0.0, 0.0]), "problem.target.weights: must not be all zero"),
-    (_set("problem.target.weights", [1.0, -1.0]), "problem.target.weights[1]: must be >= 0"),
+    (_set("problem.target.weights", [0.0, 0.0]),
+     "problem.target.weights: must be finite, non-negative and not all zero"),
+    (_set("problem.target.weights", [1.0, -1.0]),
+     "problem.target.weights: must be finite, non-negative"),
     (_set("reference", {"distance": "w5"}), 'reference.distance: must be one of exact, coupling, sliced'),
-    (_set("reference", {"refine": 0}), "reference.refine: must be >= 1, got 0"),
+    (_set("reference", {"refine": 0}), "reference.refine: must be a positive integer, got 0"),
 ])
 def test_bad_values_give_one_line_naming_the_key(mutate, expected):
     assert expected in _error(mutate)
@@ -226,3 +234,182 @@ def test_with_backend_and_canonical_text():
     text = cfg.to_toml()
     assert "[problem.target]" in text and "progress = \"auto\"" in text
     assert isinstance(RunConfig.from_dict(loads_config(text).to_dict()), RunConfig)
+
+
+# ------------------------------------------------------------------------------------------
+# the objectives, no box and Adam (MODEL.md section 7)
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mutate, expected", [
+    (_set("problem.loss", "gan"),
+     "problem.loss: must be one of wasserstein, minimax, non_saturating; got 'gan'"),
+    (_set("problem.loss", 1), "problem.loss: must be a string, got 1"),
+    (_set("problem.instance_noise", -0.1),
+     "problem.instance_noise: must be finite and >= 0, got -0.1"),
+    (_set("problem.noise_anneal", 0.0), "problem.noise_anneal: must be finite and > 0, got 0.0"),
+    (_set("problem.noise_anneal", -2), "problem.noise_anneal: must be finite and > 0, got -2"),
+    (_set("problem.noise_nodes", 0), "problem.noise_nodes: must be a positive integer, got 0"),
+    (_set("problem.penalty_size", 1.5), "problem.penalty_size: must be an integer, got 1.5"),
+    (_set("problem.gradient_penalty", -1.0),
+     "problem.gradient_penalty: must be finite and >= 0, got -1.0"),
+    (lambda d: d["problem"].update(loss="minimax", gradient_penalty=10.0),
+     "problem.gradient_penalty: goes with loss 'wasserstein' only; got loss 'minimax'"),
+    (_set("problem.clip", float("-inf")), "problem.clip: must be finite and > 0, got -inf"),
+    (_set("scheme", {"kind": "adam", "beta1": 1.0}), "scheme.beta1: must be in [0, 1), got 1.0"),
+    (_set("scheme", {"kind": "adam", "beta1": -0.5}), "scheme.beta1: must be in [0, 1), got -0.5"),
+    (_set("scheme", {"kind": "adam", "beta2": 1.5}), "scheme.beta2: must be in [0, 1), got 1.5"),
+    (_set("scheme", {"kind": "adam", "eps": 0}), "scheme.eps: must be finite and > 0, got 0"),
+    (_set("scheme", {"kind": "adam", "rho": 0.9}), 'scheme.rho: unknown key for kind "adam"'),
+])
+def test_objective_noise_and_adam_keys_fail_with_one_line(mutate, expected):
+    msg = _error(mutate)
+    assert msg.startswith(expected), msg
+
+
+def test_clip_inf_means_no_box_and_round_trips():
+    cfg = loads_config(dumps_toml(BASE).replace("clip = 1.0", "clip = inf"))
+    assert cfg.problem.clip == np.inf
+    text = cfg.to_toml()
+    assert "\nclip = inf\n" in text
+    again = loads_config(text)
+    assert again == cfg and again.to_toml() == text
+    problem, state, _ = cfg.build()
+    assert not problem.has_box
+    # Without a box the model's default critic law is uniform on [-1/2, 1/2], written out.
+    critic = cfg.init.critic
+    assert (critic.kind, critic.low, critic.high) == ("uniform", -0.5, 0.5)
+    assert np.all(np.abs(state.omega) <= 0.5)
+
+
+def test_new_problem_keys_reach_the_problem_and_round_trip():
+    cfg = _cfg(lambda d: d["problem"].update(loss="non_saturating", instance_noise=0.3,
+                                             noise_anneal=2.0, noise_nodes=7, penalty_size=32))
+    problem, _, _ = cfg.build()
+    assert (problem.loss, problem.instance_noise, problem.noise_anneal, problem.noise_nodes,
+            problem.penalty_size) == ("non_saturating", 0.3, 2.0, 7, 32)
+    assert loads_config(cfg.to_toml()) == cfg
+    gp = _cfg(lambda d: d["problem"].update(gradient_penalty=10.0, clip=float("inf")))
+    assert gp.build()[0].gradient_penalty == 10.0
+    # defaults are the Problem's own, filled in
+    d = _cfg().to_dict()["problem"]
+    assert (d["loss"], d["gradient_penalty"], d["instance_noise"]) == ("wasserstein", 0.0, 0.0)
+    assert "noise_anneal" not in d  # None: constant noise, no TOML value
+
+
+def test_adam_scheme_builds_and_round_trips():
+    cfg = _cfg(_set("scheme", {"kind": "adam", "lr": 0.5, "beta1": 0.0, "n_critic": 5}))
+    scheme = cfg.build()[2]
+    assert isinstance(scheme, mfg.Adam)
+    assert (scheme.lr, scheme.n_critic, scheme.beta1, scheme.beta2, scheme.eps) == \
+        (0.5, 5, 0.0, 0.9, 1e-8)
+    written = cfg.to_dict()["scheme"]
+    assert written == {"kind": "adam", **{k: getattr(scheme, k) for k in written if k != "kind"}}
+    assert {"lr", "n_critic", "batch_size", "alternating", "beta1", "beta2", "eps"} <= set(written)
+    assert loads_config(cfg.to_toml()) == cfg
+
+
+def test_minimax_example_validates_and_round_trips():
+    path = REPO / "examples" / "minimax.toml"
+    cfg = load_config(path)
+    assert cfg.text == path.read_text()
+    assert (cfg.problem.loss, cfg.problem.clip, cfg.scheme.kind) == ("minimax", np.inf, "adam")
+    assert (cfg.problem.K, cfg.problem.L) == (1, 1)
+    text = cfg.to_toml()
+    assert "clip = inf" in text and 'loss = "minimax"' in text
+    again = loads_config(text)
+    assert again == cfg and again.to_toml() == text
+    problem, state, scheme = cfg.build()
+    assert problem.loss == "minimax" and not problem.has_box and isinstance(scheme, mfg.Adam)
+    # small enough to run in seconds
+    assert state.N * round(cfg.run.t_end / scheme.dt(state.N)) <= 64 * 256
+
+
+# ------------------------------------------------------------------------------------------
+# every parameter declared once, in the model
+# ------------------------------------------------------------------------------------------
+def test_scheme_sections_are_the_registered_scheme_dataclasses():
+    import dataclasses
+
+    from meanfield_gan.io.config import scheme_configs
+    from meanfield_gan.model.schemes import SCHEMES
+
+    configs = scheme_configs()
+    assert list(configs) == list(SCHEMES) == ["sgd", "rmsprop", "adam", "euler", "heun"]
+    for kind, cls in SCHEMES.items():
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        assert list(configs[kind].model_fields) == ["kind"] + [f.name for f in fields]
+        for f in fields:
+            key = configs[kind].model_fields[f.name]
+            if f.default is dataclasses.MISSING:
+                assert key.is_required(), f.name
+            else:
+                assert key.default == f.default, f.name
+
+
+def test_a_newly_registered_scheme_appears_in_the_configuration():
+    import dataclasses
+
+    from meanfield_gan._validation import unit_interval
+    from meanfield_gan.model.schemes import SCHEMES
+
+    @dataclasses.dataclass(frozen=True)
+    class HeavyBall(mfg.SGD):
+        momentum: float = 0.9
+        kind: ClassVar[str] = "test_heavy_ball"
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            unit_interval(self.momentum, "momentum")
+
+    try:
+        cfg = _cfg(_set("scheme", {"kind": "test_heavy_ball", "lr": 0.25, "momentum": 0.5}))
+        scheme = cfg.build()[2]
+        assert isinstance(scheme, HeavyBall) and (scheme.lr, scheme.momentum) == (0.25, 0.5)
+        assert loads_config(cfg.to_toml()) == cfg
+        assert _error(_set("scheme", {"kind": "test_heavy_ball", "momentum": 2.0})) == \
+            "scheme.momentum: must be in [0, 1), got 2.0"
+        assert "test_heavy_ball" in _error(_set("scheme.kind", "nope"))
+    finally:
+        SCHEMES.pop("test_heavy_ball", None)
+    assert "test_heavy_ball" not in _error(_set("scheme.kind", "nope"))
+
+
+def test_every_problem_field_is_a_problem_key_or_an_init_law():
+    import dataclasses
+
+    from meanfield_gan.io.config import INIT_FIELDS, ProblemConfig
+
+    keys = set(ProblemConfig.model_fields)
+    for f in dataclasses.fields(mfg.Problem):
+        assert f.name in keys or f.name in INIT_FIELDS, f.name
+        if f.name in keys and f.name not in ("K", "L", "target", "latent"):
+            assert ProblemConfig.model_fields[f.name].default == f.default, f.name
+
+
+def test_law_sections_have_the_laws_fields():
+    import dataclasses
+
+    from meanfield_gan.io.config import (
+        INIT_LAWS,
+        LATENT_CONFIGS,
+        LATENT_LAWS,
+        LAW_CONFIGS,
+        TARGET_CONFIGS,
+        TARGET_LAWS,
+    )
+
+    for laws, configs, extra, supplied in ((TARGET_LAWS, TARGET_CONFIGS, {"data": {"path"}}, ()),
+                                           (LATENT_LAWS, LATENT_CONFIGS, {}, ("dim",)),
+                                           (INIT_LAWS, LAW_CONFIGS, {}, ())):
+        assert list(laws) == list(configs)
+        for kind, law in laws.items():
+            names = {f.name for f in dataclasses.fields(law)} - set(supplied)
+            assert set(configs[kind].model_fields) == {"kind"} | names | extra.get(kind, set())
+            assert configs[kind].model_class is law
+
+
+def test_configurations_pickle_for_worker_processes():
+    import pickle
+
+    cfg = _cfg(lambda d: d.update(scheme={"kind": "adam"}, reference={"kind": "euler"}))
+    back = pickle.loads(pickle.dumps(cfg))
+    assert back == cfg and back.to_toml() == cfg.to_toml()

@@ -105,6 +105,22 @@ def test_bad_config_is_rejected_with_one_line_naming_the_key(text, key):
     assert key in msg and "\n" not in msg
 
 
+def test_problem_section_is_the_run_configurations_and_takes_any_objective():
+    from meanfield_gan.io.config import ProblemConfig
+
+    cfg = loads_rate_config('[problem]\nloss = "minimax"\nclip = inf\n', quick=True)
+    assert type(cfg.problem) is ProblemConfig
+    problem = cfg.problem_instance()
+    assert problem.loss == "minimax" and not problem.has_box
+    back = loads_rate_config(cfg.to_toml())
+    assert back == cfg and back.problem_instance().loss == "minimax"
+    for text, msg in [('[problem]\nloss = "gan"', "problem.loss: must be one of wasserstein"),
+                      ("[problem]\ninstance_noise = -1.0", "problem.instance_noise: must be "),
+                      ("[rate]\nn_critic = 0", "rate.n_critic: must be a positive integer")]:
+        with pytest.raises(ConfigError, match=f"^{msg}"):
+            loads_rate_config(text, quick=True)
+
+
 # ------------------------------------------------------------------------------------------
 # the study
 # ------------------------------------------------------------------------------------------
@@ -146,6 +162,7 @@ def test_study_shapes_bounds_and_seeds(tiny, serial_result):
     assert len(s["per_time"]) == 2 and s["exact"]["N"] == [8, 16]
 
 
+@pytest.mark.slow
 def test_local_processes_and_dask_cluster_give_the_serial_numbers(tiny, serial_result):
     distributed = pytest.importorskip("dask.distributed")
     procs = run_rate_study(tiny, "processes", progress=False, max_workers=2)

@@ -1,38 +1,76 @@
-"""TOML run configurations: parsed into validated, frozen dataclasses.
+"""TOML run configurations, declared by the model objects and validated by pydantic.
 
 A configuration file describes one run of :func:`meanfield_gan.simulate` (see
 ``meanfield_gan/data/default.toml`` for a documented example)::
 
-    [problem]            K, L, clip, quadrature_size
+    [problem]            K, L, clip, quadrature_size, loss, gradient_penalty, penalty_size,
+                         instance_noise, noise_anneal, noise_nodes (the fields of Problem)
     [problem.target]     kind = "gaussian_mixture" | "dirac_mixture" | "data" (+ its fields)
     [problem.latent]     kind = "normal" | "logistic" | "uniform"
     [init]               N, M, seed, generator = {...}, critic = {...}
-    [scheme]             kind = "sgd" | "rmsprop" | "euler" | "heun" (+ its fields)
+    [scheme]             kind = one of meanfield_gan.model.schemes.SCHEMES (+ its fields)
     [run]                t_end, record, seed, backend, checkpoint_every, progress
     [reference]          optional: a deterministic scheme run alongside (pair distance d_2^2)
 
+Each parameter of the model is declared once, in :mod:`meanfield_gan.model`: the keys and
+defaults of ``[scheme]`` are the dataclass fields of the scheme registered under its
+``kind`` (a new scheme class appears here with no edit), those of ``[problem]`` the scalar
+fields of :class:`~meanfield_gan.model.problem.Problem`, those of a law its own fields; the
+values are checked by constructing those objects (:mod:`.schema` has the machinery).
+
 Everything is checked before anything runs: an unknown key, a wrong type or an impossible value
 raises :class:`ConfigError` (a :class:`ValueError`) whose one-line message starts with the
-dotted key, e.g. ``scheme.lr: must be > 0, got -1``.
+dotted key, e.g. ``scheme.lr: must be finite and > 0, got -1``.
 
 :func:`load_config` returns a :class:`RunConfig`; :meth:`RunConfig.build` gives the
 ``(problem, state, scheme)`` triple, :meth:`RunConfig.to_toml` the canonical TOML text (every
-default filled in) and :attr:`RunConfig.text` the text as the user wrote it.
+default filled in, ``clip = inf`` for no box) and :attr:`RunConfig.text` the text as the user
+wrote it.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import math
 import os
-from dataclasses import dataclass, field
+import tomllib as _toml  # the package requires Python >= 3.11
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import PrivateAttr, ValidationInfo, field_validator
 
-import tomllib as _toml  # the package requires Python >= 3.11
+from .._validation import nonneg_int, positive, positive_int
+from ..engines import BACKENDS
+from ..model.laws import (
+    DiracMixture,
+    EmpiricalData,
+    GaussianMixture,
+    NormalInit,
+    StandardLogistic,
+    StandardNormal,
+    Uniform,
+    UniformInit,
+)
+from ..model.problem import Problem, initial_state
+from ..model.schemes import SCHEMES, ProjectedEuler, scheme_class
+from .schema import (
+    ConfigError,
+    Section,
+    apply,
+    as_tuple,
+    checked,
+    dataclass_fields,
+    derived_section,
+    dispatch,
+    dumps_toml,
+    fail,
+    floats,
+    one_of,
+    show,
+    typed,
+    validate,
+)
 
 __all__ = [
     "ConfigError",
@@ -40,7 +78,9 @@ __all__ = [
     "LatentConfig",
     "ProblemConfig",
     "LawConfig",
+    "ParticleLawsConfig",
     "InitConfig",
+    "WithProblem",
     "SchemeConfig",
     "RunSection",
     "ReferenceConfig",
@@ -49,152 +89,70 @@ __all__ = [
     "loads_config",
     "default_config_path",
     "dumps_toml",
+    "scheme_configs",
+    "reference_kinds",
+    "law_config_of",
     "BACKENDS",
-    "SCHEME_KINDS",
+    "TARGET_LAWS",
+    "LATENT_LAWS",
+    "INIT_LAWS",
+    "DISTANCES",
+    "PositiveFloat",
+    "PositiveInt",
+    "NonNegInt",
 ]
 
-BACKENDS = ("numpy", "numba", "cuda")
-SCHEME_KINDS = ("sgd", "rmsprop", "euler", "heun")
-TARGET_KINDS = ("gaussian_mixture", "dirac_mixture", "data")
-LATENT_KINDS = ("normal", "logistic", "uniform")
-INIT_KINDS = ("normal", "uniform")
-REFERENCE_KINDS = ("euler", "heun")
+#: Configuration ``kind`` of each law of :mod:`meanfield_gan.model.laws`.
+TARGET_LAWS = {"gaussian_mixture": GaussianMixture, "dirac_mixture": DiracMixture,
+               "data": EmpiricalData}
+LATENT_LAWS = {"normal": StandardNormal, "logistic": StandardLogistic, "uniform": Uniform}
+#: Problem's latent law when none is given (``latent=None``): N(0, I_L).
+DEFAULT_LATENT = "normal"
+INIT_LAWS = {"normal": NormalInit, "uniform": UniformInit}
+#: ``[reference] distance``: exact W2 (POT), the natural-coupling bound, sliced W2.
 DISTANCES = ("exact", "coupling", "sliced")
 
-_REQUIRED = object()
+PositiveFloat = Annotated[float, checked(positive)]
+PositiveInt = Annotated[int, checked(positive_int)]
+NonNegInt = Annotated[int, checked(nonneg_int)]
+#: Points (n, K) and weights of a law, as TOML writes them (lists of lists, lists).
+Points = tuple[tuple[float, ...], ...]
+Weights = Annotated[tuple[float, ...], as_tuple]
 
 
-class ConfigError(ValueError):
-    """An invalid run configuration; the message is one line starting with the dotted key."""
+def _default(cls: type, name: str) -> Any:
+    """The default of dataclass field ``cls.name`` (so a section does not restate it)."""
+    return {f.name: f for f in dataclasses.fields(cls)}[name].default
 
 
 # ------------------------------------------------------------------------------------------
-# value checkers: each takes the raw TOML value and the dotted key for its message
+# [problem.target]: the data law P_*
 # ------------------------------------------------------------------------------------------
-def _show(v: Any) -> str:
-    """A value as it would read in TOML (so messages quote what the user wrote)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, dict):
-        return "a table"
-    if isinstance(v, (list, tuple)):
-        s = json.dumps(v, default=str)
-        return s if len(s) <= 60 else s[:57] + "..."
-    return str(v)
-
-
-def _fail(key: str, msg: str) -> ConfigError:
-    return ConfigError(f"{key}: {msg}")
-
-
-def _int(v: Any, key: str, minimum: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _fail(key, f"must be an integer, got {_show(v)}")
-    if minimum is not None and v < minimum:
-        raise _fail(key, f"must be >= {minimum}, got {v}")
-    return int(v)
-
-
-def _float(v: Any, key: str, *, positive: bool = False, nonneg: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _fail(key, f"must be a number, got {_show(v)}")
-    f = float(v)
-    if not math.isfinite(f):
-        raise _fail(key, f"must be finite, got {_show(v)}")
-    if positive and f <= 0:
-        raise _fail(key, f"must be > 0, got {_show(v)}")
-    if nonneg and f < 0:
-        raise _fail(key, f"must be >= 0, got {_show(v)}")
-    return f
-
-
-def _bool(v: Any, key: str) -> bool:
-    if not isinstance(v, bool):
-        raise _fail(key, f"must be true or false, got {_show(v)}")
-    return v
-
-
-def _choice(v: Any, key: str, choices: Iterable[str]) -> str:
-    choices = tuple(choices)
-    if not isinstance(v, str):
-        raise _fail(key, f"must be a string, one of {', '.join(choices)}; got {_show(v)}")
-    if v not in choices:
-        raise _fail(key, f"must be one of {', '.join(choices)}; got {_show(v)}")
-    return v
-
-
-def _table(v: Any, key: str) -> dict:
-    if not isinstance(v, dict):
-        raise _fail(key, f"must be a table, got {_show(v)}")
-    return v
-
-
-def _check_keys(d: Mapping, key: str, allowed: Iterable[str], what: str = "") -> None:
-    allowed = tuple(allowed)
-    for k in d:
-        if k not in allowed:
-            full = f"{key}.{k}" if key else k
-            noun = "section" if not key else "key"
-            raise _fail(full, f"unknown {noun}{what} (allowed: {', '.join(allowed)})")
-
-
-def _get(d: Mapping, k: str, key: str, default: Any = _REQUIRED) -> Any:
-    if k in d:
-        return d[k]
-    if default is _REQUIRED:
-        raise _fail(f"{key}.{k}" if key else k, "required key is missing")
-    return default
-
-
-def _matrix(v: Any, key: str, K: int, what: str) -> tuple[tuple[float, ...], ...]:
-    """A list of points ``(n, K)`` (a flat list of numbers is accepted for ``K = 1``)."""
+def _points(v: Any, K: int | None, what: str) -> tuple[tuple[float, ...], ...]:
+    """A list of points ``(n, K)``; a flat list of numbers is accepted for ``K = 1``."""
     if not isinstance(v, list) or not v:
-        raise _fail(key, f"must be a non-empty list of {what}, got {_show(v)}")
+        raise fail(f"must be a non-empty list of {what}, got {show(v)}")
     if all(not isinstance(r, list) for r in v):
-        rows = [[x] for x in v]
-        if K != 1:
-            raise _fail(key, f"a flat list of numbers gives 1-D {what}, but problem.K = {K}; "
-                             f"give a list of {K}-element lists")
-    else:
-        rows = v
-    out = []
-    for i, r in enumerate(rows):
+        if K is not None and K != 1:
+            raise fail(f"a flat list of numbers gives 1-D {what}, but problem.K = {K}; give a "
+                       f"list of {K}-element lists")
+        v = [[x] for x in v]
+    for i, r in enumerate(v):
         if not isinstance(r, list):
-            raise _fail(f"{key}[{i}]", f"must be a list of {K} numbers, got {_show(r)}")
-        if len(r) != K:
-            raise _fail(key, f"each of the {what} must have K = {K} coordinates (problem.K), "
-                             f"got {len(r)} at index {i}")
-        out.append(tuple(_float(x, f"{key}[{i}]") for x in r))
-    return tuple(out)
+            raise fail(f"must be a list of {K or 'K'} numbers, got {show(r)}", f"[{i}]")
+        if K is not None and len(r) != K:
+            raise fail(f"each of the {what} must have K = {K} coordinates (problem.K), got "
+                       f"{len(r)} at index {i}")
+    return typed(Points, v)
 
 
-def _vector(v: Any, key: str, n: int | None = None, *, positive: bool = False,
-            nonneg: bool = False) -> tuple[float, ...]:
-    if not isinstance(v, list) or not v:
-        raise _fail(key, f"must be a non-empty list of numbers, got {_show(v)}")
-    if n is not None and len(v) != n:
-        raise _fail(key, f"must have {n} entries, got {len(v)}")
-    return tuple(_float(x, f"{key}[{i}]", positive=positive, nonneg=nonneg)
-                 for i, x in enumerate(v))
+def _K(info: ValidationInfo) -> int | None:
+    return (info.context or {}).get("K")
 
 
-def _weights(v: Any, key: str, n: int) -> tuple[float, ...] | None:
-    if v is None:
-        return None
-    w = _vector(v, key, n, nonneg=True)
-    if sum(w) <= 0:
-        raise _fail(key, "must not be all zero")
-    return w
-
-
-# ------------------------------------------------------------------------------------------
-# sections
-# ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TargetConfig:
-    """``[problem.target]``: the data law ``P_*``.
+class TargetConfig(Section):
+    """``[problem.target]``: the data law ``P_*``, one subclass per ``kind`` of
+    :data:`TARGET_LAWS`; the keys are the law's fields.
 
     ``kind = "gaussian_mixture"`` takes ``means`` (C, K), ``scales`` (a number, C numbers or
     C x K numbers) and optional ``weights`` (C,); ``"dirac_mixture"`` takes ``points`` (C, K)
@@ -202,404 +160,400 @@ class TargetConfig:
     file of shape (n, K), relative to the configuration file) or inline ``data`` (n, K).
     """
 
-    kind: str
-    means: tuple | None = None
-    scales: float | tuple | None = None
-    weights: tuple | None = None
-    points: tuple | None = None
-    path: str | None = None
-    data: tuple | None = None
-    #: the loaded data set of ``kind = "data"`` (not part of the configuration's identity)
-    array: np.ndarray | None = field(default=None, compare=False, repr=False)
+    _array: Any = PrivateAttr(default=None)
 
-    _KEYS = {
-        "gaussian_mixture": ("kind", "means", "scales", "weights"),
-        "dirac_mixture": ("kind", "points", "weights"),
-        "data": ("kind", "path", "data"),
-    }
-
-    @classmethod
-    def parse(cls, raw: Any, key: str, K: int, base_dir: Path) -> "TargetConfig":
-        d = _table(raw, key)
-        kind = _choice(_get(d, "kind", key), f"{key}.kind", TARGET_KINDS)
-        _check_keys(d, key, cls._KEYS[kind], f" for kind {_show(kind)}")
-        if kind == "gaussian_mixture":
-            means = _matrix(_get(d, "means", key), f"{key}.means", K, "means")
-            C = len(means)
-            s = d.get("scales", 1.0)
-            if isinstance(s, list) and s and all(isinstance(r, list) for r in s):
-                scales: Any = _matrix(s, f"{key}.scales", K, "scale rows")
-                if len(scales) != C:
-                    raise _fail(f"{key}.scales", f"must have {C} rows (one per mean), got {len(scales)}")
-                if any(x <= 0 for r in scales for x in r):
-                    raise _fail(f"{key}.scales", "must be > 0")
-            elif isinstance(s, list):
-                scales = _vector(s, f"{key}.scales", C, positive=True)
-            else:
-                scales = _float(s, f"{key}.scales", positive=True)
-            return cls(kind, means=means, scales=scales,
-                       weights=_weights(d.get("weights"), f"{key}.weights", C))
-        if kind == "dirac_mixture":
-            points = _matrix(_get(d, "points", key), f"{key}.points", K, "points")
-            return cls(kind, points=points,
-                       weights=_weights(d.get("weights"), f"{key}.weights", len(points)))
-        # kind == "data"
-        if ("path" in d) == ("data" in d):
-            raise _fail(key, 'kind = "data" needs exactly one of path or data')
-        if "data" in d:
-            data = _matrix(d["data"], f"{key}.data", K, "data points")
-            return cls(kind, data=data, array=np.array(data, dtype=np.float64))
-        path = d["path"]
-        if not isinstance(path, str) or not path:
-            raise _fail(f"{key}.path", f"must be a file name, got {_show(path)}")
-        arr = _load_data(base_dir / Path(path).expanduser(), f"{key}.path", K)
-        return cls(kind, path=path, array=arr)
-
-    def to_dict(self) -> dict:
-        d: dict[str, Any] = {"kind": self.kind}
-        for k in ("means", "scales", "weights", "points", "path", "data"):
-            v = getattr(self, k)
-            if v is not None:
-                d[k] = _plain(v)
-        return d
+    @property
+    def array(self) -> np.ndarray | None:
+        """The loaded data set of ``kind = "data"`` (not part of the configuration's identity)."""
+        return self._array
 
     def build(self):
-        from ..model.laws import DiracMixture, EmpiricalData, GaussianMixture
-
-        if self.kind == "gaussian_mixture":
-            return GaussianMixture(np.array(self.means), np.array(self.scales),
-                                   None if self.weights is None else np.array(self.weights))
-        if self.kind == "dirac_mixture":
-            return DiracMixture(np.array(self.points),
-                                None if self.weights is None else np.array(self.weights))
-        return EmpiricalData(self.array)
+        """The law object (:class:`~meanfield_gan.model.laws.GaussianMixture`, ...)."""
+        return self.model_object()
 
     def data_sha256(self) -> str | None:
         """SHA-256 of the data set (``kind = "data"``), so a resumed run can check its file."""
-        if self.array is None:
+        if self._array is None:
             return None
-        return hashlib.sha256(np.ascontiguousarray(self.array, dtype="<f8").tobytes()).hexdigest()
+        return hashlib.sha256(np.ascontiguousarray(self._array, dtype="<f8").tobytes()).hexdigest()
 
 
-def _load_data(path: Path, key: str, K: int) -> np.ndarray:
+class GaussianMixtureConfig(TargetConfig):
+    """``kind = "gaussian_mixture"``: :class:`~meanfield_gan.model.laws.GaussianMixture`."""
+
+    model_class: ClassVar[type] = GaussianMixture
+    kind_name: ClassVar[str] = "gaussian_mixture"
+
+    kind: Literal["gaussian_mixture"] = "gaussian_mixture"
+    means: Points
+    scales: float | Points | tuple[float, ...] = _default(GaussianMixture, "scales")
+    weights: Weights | None = _default(GaussianMixture, "weights")
+
+    @field_validator("means", mode="before")
+    @classmethod
+    def _means(cls, v: Any, info: ValidationInfo) -> Any:
+        return _points(v, _K(info), "means")
+
+    @field_validator("scales", mode="before")
+    @classmethod
+    def _scales(cls, v: Any, info: ValidationInfo) -> Any:
+        C = len(info.data["means"]) if "means" in info.data else None
+        if isinstance(v, list) and v and all(isinstance(r, list) for r in v):
+            rows = _points(v, _K(info), "scale rows")
+            if C is not None and len(rows) != C:
+                raise fail(f"must have {C} rows (one per mean), got {len(rows)}")
+            return rows
+        if isinstance(v, list) and C is not None and len(v) != C:
+            raise fail(f"must have {C} entries, got {len(v)}")
+        return floats(v)
+
+
+class DiracMixtureConfig(TargetConfig):
+    """``kind = "dirac_mixture"``: :class:`~meanfield_gan.model.laws.DiracMixture`."""
+
+    model_class: ClassVar[type] = DiracMixture
+    kind_name: ClassVar[str] = "dirac_mixture"
+
+    kind: Literal["dirac_mixture"] = "dirac_mixture"
+    points: Points
+    weights: Weights | None = _default(DiracMixture, "weights")
+
+    @field_validator("points", mode="before")
+    @classmethod
+    def _points(cls, v: Any, info: ValidationInfo) -> Any:
+        return _points(v, _K(info), "points")
+
+
+class DataConfig(TargetConfig):
+    """``kind = "data"``: :class:`~meanfield_gan.model.laws.EmpiricalData` from a file
+    (``path``) or inline (``data``)."""
+
+    model_class: ClassVar[type] = EmpiricalData
+    kind_name: ClassVar[str] = "data"
+
+    kind: Literal["data"] = "data"
+    path: str | None = None
+    data: Points | None = None
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, v: Any, info: ValidationInfo) -> Any:
+        return _points(v, _K(info), "data points")
+
+    def check(self, raw: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+        if (self.path is None) == (self.data is None):
+            raise fail('kind = "data" needs exactly one of path or data')
+        if self.data is not None:
+            self._array = np.array(self.data, dtype=np.float64)
+        else:
+            if not self.path:
+                raise fail(f"must be a file name, got {show(self.path)}", "path")
+            base = Path(context.get("base_dir", "."))
+            self._array = _load_data(base / Path(self.path).expanduser(), context.get("K"))
+        super().check(raw, context)
+
+    def model_kwargs(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        return {"data": self._array}
+
+
+def _load_data(path: Path, K: int | None) -> np.ndarray:
+    """Read a data set ``(n, K)`` from ``.npy``, ``.csv`` or whitespace-separated text."""
+    def bad(msg: str) -> Exception:
+        return fail(msg, "path")
+
     if not path.is_file():
-        raise _fail(key, f"no such file: {path}")
+        raise bad(f"no such file: {path}")
+    if path.suffix not in (".npy", ".csv", ".txt", ".dat"):
+        raise bad(f"unsupported file type {path.suffix!r} (use .npy, .csv or .txt)")
     try:
         if path.suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
-        elif path.suffix in (".csv", ".txt", ".dat"):
-            arr = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1)
         else:
-            raise _fail(key, f"unsupported file type {path.suffix!r} (use .npy, .csv or .txt)")
-    except ConfigError:
-        raise
+            arr = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1)
     except Exception as exc:  # numpy's parse errors are of several types
-        raise _fail(key, f"cannot read {path}: {exc}".replace("\n", " ")) from None
+        raise bad(f"cannot read {path}: {exc}".replace("\n", " ")) from None
     arr = np.asarray(arr)
     if arr.dtype.kind not in "fiu":
-        raise _fail(key, f"{path} must hold numbers, got dtype {arr.dtype}")
+        raise bad(f"{path} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim == 1 and K == 1:
         arr = arr[:, None]
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != K:
-        raise _fail(key, f"{path} must have shape (n, K) = (n, {K}) (problem.K), got {arr.shape}")
+    if arr.ndim != 2 or arr.shape[0] < 1 or (K is not None and arr.shape[1] != K):
+        raise bad(f"{path} must have shape (n, K) = (n, {K}) (problem.K), got {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise _fail(key, f"{path} contains non-finite values")
+        raise bad(f"{path} contains non-finite values")
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
-@dataclass(frozen=True)
-class LatentConfig:
-    """``[problem.latent]``: ``kind = "normal"`` (N(0, I_L)), ``"logistic"`` or ``"uniform"``
-    (on [-1, 1]^L). ``latent = "normal"`` is shorthand for the table."""
+TARGET_CONFIGS: dict[str, type[TargetConfig]] = {
+    "gaussian_mixture": GaussianMixtureConfig, "dirac_mixture": DiracMixtureConfig,
+    "data": DataConfig}
 
-    kind: str = "normal"
 
-    @classmethod
-    def parse(cls, raw: Any, key: str) -> "LatentConfig":
-        if isinstance(raw, str):
-            return cls(_choice(raw, key, LATENT_KINDS))
-        d = _table(raw, key)
-        _check_keys(d, key, ("kind",))
-        return cls(_choice(_get(d, "kind", key), f"{key}.kind", LATENT_KINDS))
+# ------------------------------------------------------------------------------------------
+# laws derived from their dataclasses: [problem.latent], [init] generator / critic
+# ------------------------------------------------------------------------------------------
+class LatentConfig(Section):
+    """``[problem.latent]``: the law of ``Z``, ``kind`` one of :data:`LATENT_LAWS`
+    (``"normal"``: N(0, I_L), ``"logistic"``, ``"uniform"`` on [-1, 1]^L). ``latent = "normal"``
+    is shorthand for the table. The dimension is the problem's ``L``."""
 
-    def to_dict(self) -> dict:
-        return {"kind": self.kind}
+    def check(self, raw: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+        """Nothing to check alone: the law is built with the problem's ``L``."""
 
     def build(self, L: int):
-        from ..model.laws import StandardLogistic, StandardNormal, Uniform
-
-        return {"normal": StandardNormal, "logistic": StandardLogistic, "uniform": Uniform}[self.kind](L)
-
-
-@dataclass(frozen=True)
-class ProblemConfig:
-    """``[problem]``: dimensions ``K`` (data), ``L`` (latent), the box half-width ``clip``
-    (``Q = [-clip, clip]^{K+2}``), the default ``quadrature_size``, the target and the latent law."""
-
-    K: int
-    L: int
-    target: TargetConfig
-    latent: LatentConfig = LatentConfig()
-    clip: float = 1.0
-    quadrature_size: int = 256
-
-    @classmethod
-    def parse(cls, raw: Any, key: str, base_dir: Path) -> "ProblemConfig":
-        d = _table(raw, key)
-        _check_keys(d, key, ("K", "L", "clip", "quadrature_size", "target", "latent"))
-        K = _int(_get(d, "K", key), f"{key}.K", 1)
-        L = _int(_get(d, "L", key), f"{key}.L", 1)
-        return cls(
-            K=K, L=L,
-            target=TargetConfig.parse(_get(d, "target", key), f"{key}.target", K, base_dir),
-            latent=LatentConfig.parse(d.get("latent", {"kind": "normal"}), f"{key}.latent"),
-            clip=_float(d.get("clip", 1.0), f"{key}.clip", positive=True),
-            quadrature_size=_int(d.get("quadrature_size", 256), f"{key}.quadrature_size", 1),
-        )
-
-    def to_dict(self) -> dict:
-        return {"K": self.K, "L": self.L, "clip": self.clip, "quadrature_size": self.quadrature_size,
-                "target": self.target.to_dict(), "latent": self.latent.to_dict()}
+        """The law object on ``R^L``."""
+        return self.model_class(dim=L, **{k: getattr(self, k)
+                                          for k in type(self).model_fields if k != "kind"})
 
 
-@dataclass(frozen=True)
-class LawConfig:
-    """An initial particle law: ``{kind = "normal", loc, scale}`` or ``{kind = "uniform", low, high}``
-    (i.i.d. coordinates)."""
-
-    kind: str
-    loc: float = 0.0
-    scale: float = 1.0
-    low: float = -0.5
-    high: float = 0.5
-
-    @classmethod
-    def parse(cls, raw: Any, key: str) -> "LawConfig":
-        d = _table(raw, key)
-        kind = _choice(_get(d, "kind", key), f"{key}.kind", INIT_KINDS)
-        if kind == "normal":
-            _check_keys(d, key, ("kind", "loc", "scale"), ' for kind "normal"')
-            return cls(kind, loc=_float(d.get("loc", 0.0), f"{key}.loc"),
-                       scale=_float(d.get("scale", 1.0), f"{key}.scale", positive=True))
-        _check_keys(d, key, ("kind", "low", "high"), ' for kind "uniform"')
-        low = _float(d.get("low", -0.5), f"{key}.low")
-        high = _float(d.get("high", 0.5), f"{key}.high")
-        if not low < high:
-            raise _fail(f"{key}.high", f"must be > low = {low}, got {high}")
-        return cls(kind, low=low, high=high)
-
-    def to_dict(self) -> dict:
-        if self.kind == "normal":
-            return {"kind": "normal", "loc": self.loc, "scale": self.scale}
-        return {"kind": "uniform", "low": self.low, "high": self.high}
+class LawConfig(Section):
+    """An initial particle law, ``kind`` one of :data:`INIT_LAWS`: ``{kind = "normal", loc,
+    scale}`` or ``{kind = "uniform", low, high}`` (i.i.d. coordinates)."""
 
     def build(self):
-        from ..model.laws import NormalInit, UniformInit
-
-        if self.kind == "normal":
-            return NormalInit(self.loc, self.scale)
-        return UniformInit(self.low, self.high)
+        """The law object (:class:`~meanfield_gan.model.laws.NormalInit`, ...)."""
+        return self.model_object()
 
 
-@dataclass(frozen=True)
-class InitConfig:
-    """``[init]``: ``N`` generator and ``M`` critic particles drawn i.i.d. with ``seed`` from
-    ``generator`` (default ``N(0, 1)``) and ``critic`` (default uniform on
-    ``[-clip/2, clip/2]``) laws."""
+LATENT_CONFIGS: dict[str, type[LatentConfig]] = {
+    kind: derived_section(f"LatentConfig_{kind}", LatentConfig, cls, module=__name__, kind=kind,
+                          skip=("dim",))
+    for kind, cls in LATENT_LAWS.items()}
+LAW_CONFIGS: dict[str, type[LawConfig]] = {
+    kind: derived_section(f"LawConfig_{kind}", LawConfig, cls, module=__name__, kind=kind)
+    for kind, cls in INIT_LAWS.items()}
 
-    N: int
-    M: int
-    seed: int = 0
-    generator: LawConfig = LawConfig("normal")
+
+def law_config_of(law: Any) -> LawConfig:
+    """The ``[init]`` table of an initial-law object (how defaults of the model are written)."""
+    for kind, cls in INIT_LAWS.items():
+        if type(law) is cls:
+            return LAW_CONFIGS[kind](**{f.name: getattr(law, f.name)
+                                        for f in dataclasses.fields(law)})
+    raise ValueError(f"{type(law).__name__} has no configuration kind (known: "
+                     f"{', '.join(INIT_LAWS)})")
+
+
+# ------------------------------------------------------------------------------------------
+# [problem]: the scalar fields of Problem, the target and the latent law
+# ------------------------------------------------------------------------------------------
+#: Problem fields that are not ``[problem]`` keys: the initial laws live in ``[init]``.
+INIT_FIELDS = {"generator_init": "generator", "critic_init": "critic"}
+
+
+class _ProblemBase(Section):
+    model_class: ClassVar[type] = Problem
+
+    @field_validator("target", mode="before", check_fields=False)
+    @classmethod
+    def _target(cls, v: Any, info: ValidationInfo) -> Any:
+        K = info.data.get("K")
+        # An impossible K is the problem's to report (problem.K), not the target's.
+        return dispatch(TARGET_CONFIGS, v, {**(info.context or {}),
+                                            "K": K if isinstance(K, int) and K >= 1 else None})
+
+    @field_validator("latent", mode="before", check_fields=False)
+    @classmethod
+    def _latent(cls, v: Any) -> Any:
+        return dispatch(LATENT_CONFIGS, {"kind": v} if isinstance(v, str) else v,
+                        default_kind=DEFAULT_LATENT)
+
+    def model_kwargs(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        kw = {k: raw.get(k, getattr(self, k)) for k in type(self).model_fields
+              if k not in ("target", "latent")}
+        kw.update(target=self.target.build(), latent=self.latent.build(self.L))
+        return kw
+
+    def build(self, generator_init: Any = None, critic_init: Any = None) -> Problem:
+        """The :class:`~meanfield_gan.model.problem.Problem` (initial laws: the model's
+        defaults unless given)."""
+        kw = self.model_kwargs({})
+        for name, law in (("generator_init", generator_init), ("critic_init", critic_init)):
+            if law is not None:
+                kw[name] = law
+        return Problem(**kw)
+
+
+def _problem_fields() -> dict[str, tuple[Any, Any]]:
+    """``[problem]`` keys in the order of Problem's fields: its scalars, target and latent."""
+    scalars = dataclass_fields(Problem)
+    tables = {"target": (TargetConfig, ...),
+              "latent": (LatentConfig, LATENT_CONFIGS[DEFAULT_LATENT]())}
+    return {f.name: scalars.get(f.name) or tables[f.name]
+            for f in dataclasses.fields(Problem) if f.name in scalars or f.name in tables}
+
+
+#: ``[problem]``: the fields of :class:`~meanfield_gan.model.problem.Problem` that TOML can hold
+#: (``K``, ``L``, ``clip`` (``inf``: no box), ``quadrature_size``, ``loss``,
+#: ``gradient_penalty``, ``penalty_size``, ``instance_noise``, ``noise_anneal``, ``noise_nodes``)
+#: with its defaults, plus the ``target`` and ``latent`` tables.
+ProblemConfig = derived_section("ProblemConfig", _ProblemBase, Problem, module=__name__,
+                                fields=_problem_fields())
+
+
+class _LawsMixin(Section):
+    @field_validator("generator", "critic", mode="before", check_fields=False)
+    @classmethod
+    def _law(cls, v: Any) -> Any:
+        return dispatch(LAW_CONFIGS, v)
+
+
+class ParticleLawsConfig(_LawsMixin):
+    """The initial laws ``mu_in`` (``generator``) and ``nu_in`` (``critic``); left out, the
+    problem's defaults (``N(0, 1)`` and uniform on ``[-clip/2, clip/2]``)."""
+
+    generator: LawConfig | None = None
     critic: LawConfig | None = None
 
+
+class InitConfig(_LawsMixin):
+    """``[init]``: ``N`` generator and ``M`` critic particles drawn i.i.d. with ``seed`` from
+    the ``generator`` and ``critic`` laws (see :class:`ParticleLawsConfig`)."""
+
+    N: PositiveInt
+    M: PositiveInt
+    seed: NonNegInt = 0
+    generator: LawConfig | None = None
+    critic: LawConfig | None = None
+
+
+class WithProblem(Section):
+    """A configuration with a ``[problem]`` and an ``[init]`` whose laws default to the
+    problem's (the run configuration and the studies' configurations)."""
+
+    noun: ClassVar[str] = "section"
+
+    @field_validator("init", mode="before", check_fields=False)
     @classmethod
-    def parse(cls, raw: Any, key: str, clip: float) -> "InitConfig":
-        d = _table(raw, key)
-        _check_keys(d, key, ("N", "M", "seed", "generator", "critic"))
-        critic = (LawConfig.parse(d["critic"], f"{key}.critic") if "critic" in d
-                  else LawConfig("uniform", low=-0.5 * clip, high=0.5 * clip))
-        return cls(
-            N=_int(_get(d, "N", key), f"{key}.N", 1),
-            M=_int(_get(d, "M", key), f"{key}.M", 1),
-            seed=_int(d.get("seed", 0), f"{key}.seed", 0),
-            generator=LawConfig.parse(d.get("generator", {"kind": "normal"}), f"{key}.generator"),
-            critic=critic,
-        )
+    def _init_laws(cls, v: Any, info: ValidationInfo) -> Any:
+        problem = info.data.get("problem")
+        if problem is None or not isinstance(v, dict):
+            return v
+        built = problem.build()
+        filled = dict(v)
+        filled.setdefault("generator", law_config_of(built.generator_init))
+        filled.setdefault("critic", law_config_of(built.critic_init))
+        return filled
 
-    def to_dict(self) -> dict:
-        return {"N": self.N, "M": self.M, "seed": self.seed,
-                "generator": self.generator.to_dict(), "critic": self.critic.to_dict()}
+    def problem_instance(self) -> Problem:
+        """The :class:`~meanfield_gan.model.problem.Problem`, initial laws included."""
+        return self.problem.build(self.init.generator.build(), self.init.critic.build())
 
 
-@dataclass(frozen=True)
-class SchemeConfig:
-    """``[scheme]``: how a step is taken (MODEL.md section 3).
-
-    ``kind = "sgd"``: ``lr`` (> 0), ``n_critic``, ``batch_size``, ``alternating``;
-    ``"rmsprop"``: ``lr``, ``n_critic``, ``batch_size``, ``rho`` (in [0, 1)), ``eps``;
-    ``"euler"`` / ``"heun"`` (projected, exact expectations): ``time_step`` (required),
-    ``critic_scale`` (gamma_c), ``n_latent``, ``n_target`` (quadrature sizes).
-    """
-
-    kind: str
-    lr: float = 1.0
-    n_critic: int = 1
-    batch_size: int = 1
-    alternating: bool = False
-    rho: float = 0.9
-    eps: float = 1e-8
-    time_step: float | None = None
-    critic_scale: float = 1.0
-    n_latent: int | None = None
-    n_target: int | None = None
-
-    _KEYS = {
-        "sgd": ("kind", "lr", "n_critic", "batch_size", "alternating"),
-        "rmsprop": ("kind", "lr", "n_critic", "batch_size", "rho", "eps"),
-        "euler": ("kind", "time_step", "critic_scale", "n_latent", "n_target"),
-        "heun": ("kind", "time_step", "critic_scale", "n_latent", "n_target"),
-    }
-
-    @classmethod
-    def parse(cls, raw: Any, key: str) -> "SchemeConfig":
-        d = _table(raw, key)
-        kind = _choice(_get(d, "kind", key), f"{key}.kind", SCHEME_KINDS)
-        _check_keys(d, key, cls._KEYS[kind], f" for kind {_show(kind)}")
-        if kind in ("sgd", "rmsprop"):
-            kw: dict[str, Any] = dict(
-                lr=_float(d.get("lr", 1.0), f"{key}.lr", positive=True),
-                n_critic=_int(d.get("n_critic", 1), f"{key}.n_critic", 1),
-                batch_size=_int(d.get("batch_size", 1), f"{key}.batch_size", 1),
-            )
-            if kind == "sgd":
-                kw["alternating"] = _bool(d.get("alternating", False), f"{key}.alternating")
-            else:
-                rho = _float(d.get("rho", 0.9), f"{key}.rho")
-                if not 0.0 <= rho < 1.0:
-                    raise _fail(f"{key}.rho", f"must be in [0, 1), got {_show(d['rho'])}")
-                kw["rho"] = rho
-                kw["eps"] = _float(d.get("eps", 1e-8), f"{key}.eps", positive=True)
-            return cls(kind, **kw)
-        opt_int = lambda k: None if k not in d else _int(d[k], f"{key}.{k}", 1)  # noqa: E731
-        return cls(kind,
-                   time_step=_float(_get(d, "time_step", key), f"{key}.time_step", positive=True),
-                   critic_scale=_float(d.get("critic_scale", 1.0), f"{key}.critic_scale", positive=True),
-                   n_latent=opt_int("n_latent"), n_target=opt_int("n_target"))
+# ------------------------------------------------------------------------------------------
+# [scheme]: one section per registered scheme
+# ------------------------------------------------------------------------------------------
+class SchemeConfig(Section):
+    """``[scheme]``: how a step is taken. One subclass per entry of
+    :data:`meanfield_gan.model.schemes.SCHEMES`; its keys and defaults are the scheme
+    dataclass's fields (``kind = "sgd"``: ``lr``, ``n_critic``, ``batch_size``,
+    ``alternating``; ``"rmsprop"`` adds ``rho``, ``eps``; ``"adam"`` ``beta1``, ``beta2``,
+    ``eps``; ``"euler"``/``"heun"``: ``time_step``, ``critic_scale``, ``n_latent``,
+    ``n_target``)."""
 
     @property
     def stochastic(self) -> bool:
-        return self.kind in ("sgd", "rmsprop")
-
-    def to_dict(self) -> dict:
-        return {k: _plain(getattr(self, k)) for k in self._KEYS[self.kind]
-                if getattr(self, k) is not None}
+        """Whether the scheme draws batches."""
+        return self.model_class.stochastic
 
     def build(self):
-        from ..model.schemes import SGD, ProjectedEuler, ProjectedHeun, RMSProp
+        """The scheme object."""
+        return self.model_object()
 
-        if self.kind == "sgd":
-            return SGD(self.lr, self.n_critic, self.batch_size, self.alternating)
-        if self.kind == "rmsprop":
-            return RMSProp(self.lr, self.n_critic, self.batch_size, rho=self.rho, eps=self.eps)
-        cls = ProjectedEuler if self.kind == "euler" else ProjectedHeun
-        return cls(self.time_step, self.critic_scale, self.n_latent, self.n_target)
+    def to_dict(self) -> dict[str, Any]:
+        # The scheme says which of its fields are configuration keys (RMSProp has no
+        # ``alternating``).
+        return self.build().to_dict()
 
 
-@dataclass(frozen=True)
-class RunSection:
+_SCHEME_CONFIGS: dict[type, type[SchemeConfig]] = {}
+
+
+def scheme_configs() -> dict[str, type[SchemeConfig]]:
+    """The ``[scheme]`` section class of every registered kind (built on first use)."""
+    out = {}
+    for kind, cls in SCHEMES.items():
+        if cls not in _SCHEME_CONFIGS:
+            _SCHEME_CONFIGS[cls] = derived_section(f"SchemeConfig_{kind}", SchemeConfig, cls,
+                                                   module=__name__, kind=kind)
+        out[kind] = _SCHEME_CONFIGS[cls]
+    return out
+
+
+scheme_configs()  # the built-in kinds exist at import (worker processes unpickle them)
+
+
+def reference_kinds() -> tuple[str, ...]:
+    """Scheme kinds that can serve as ``[reference]``: the deterministic projected schemes."""
+    return tuple(k for k, c in SCHEMES.items() if issubclass(c, ProjectedEuler))
+
+
+# ------------------------------------------------------------------------------------------
+# [run] and [reference]
+# ------------------------------------------------------------------------------------------
+class RunSection(Section):
     """``[run]``: final time ``t_end``; ``record`` (number of intervals between evenly spaced
     records, or a list of times in ``[0, t_end]``); ``seed`` of the SGD batches; ``backend``;
     ``checkpoint_every`` (steps); ``progress`` (``true``, ``false`` or ``"auto"``: a bar only
     on a terminal)."""
 
-    t_end: float
-    record: int | tuple[float, ...] = 10
-    seed: int = 0
-    backend: str = "numba"
-    checkpoint_every: int = 1000
-    progress: bool | str = "auto"
+    t_end: PositiveFloat
+    record: Any = 10
+    seed: NonNegInt = 0
+    backend: Annotated[str, one_of(BACKENDS)] = "numba"
+    checkpoint_every: PositiveInt = 1000
+    progress: Any = "auto"
 
+    @field_validator("record", mode="before")
     @classmethod
-    def parse(cls, raw: Any, key: str) -> "RunSection":
-        d = _table(raw, key)
-        _check_keys(d, key, ("t_end", "record", "seed", "backend", "checkpoint_every", "progress"))
-        t_end = _float(_get(d, "t_end", key), f"{key}.t_end", positive=True)
-        rec = d.get("record", 10)
-        if isinstance(rec, list):
-            times = _vector(rec, f"{key}.record", nonneg=True)
-            bad = [t for t in times if t > t_end]
-            if bad:
-                raise _fail(f"{key}.record", f"record times must lie in [0, t_end = {t_end}], got {bad[0]}")
-            record: int | tuple[float, ...] = times
-        elif isinstance(rec, int) and not isinstance(rec, bool):
-            record = _int(rec, f"{key}.record", 1)
-        else:
-            raise _fail(f"{key}.record", "must be an integer (number of intervals) or a list of "
-                                         f"times, got {_show(rec)}")
-        prog = d.get("progress", "auto")
-        if not (isinstance(prog, bool) or prog == "auto"):
-            raise _fail(f"{key}.progress", f'must be true, false or "auto", got {_show(prog)}')
-        return cls(
-            t_end=t_end, record=record,
-            seed=_int(d.get("seed", 0), f"{key}.seed", 0),
-            backend=_choice(d.get("backend", "numba"), f"{key}.backend", BACKENDS),
-            checkpoint_every=_int(d.get("checkpoint_every", 1000), f"{key}.checkpoint_every", 1),
-            progress=prog,
-        )
+    def _record(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise fail("must be a non-empty list of times, got []")
+            times = floats(v)
+            t_end = info.data.get("t_end", float("inf"))
+            for t in times:
+                if not 0.0 <= t <= t_end:
+                    raise fail(f"record times must lie in [0, t_end = {t_end}], got {t}")
+            return times
+        if isinstance(v, int) and not isinstance(v, bool):
+            return apply(positive_int, v)
+        raise fail(f"must be an integer (number of intervals) or a list of times, got {show(v)}")
 
-    def to_dict(self) -> dict:
-        return {"t_end": self.t_end, "record": _plain(self.record), "seed": self.seed,
-                "backend": self.backend, "checkpoint_every": self.checkpoint_every,
-                "progress": self.progress}
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _progress(cls, v: Any) -> Any:
+        if not (isinstance(v, bool) or v == "auto"):
+            raise fail(f'must be true, false or "auto", got {show(v)}')
+        return v
 
 
-@dataclass(frozen=True)
-class ReferenceConfig:
-    """``[reference]`` (optional): a deterministic scheme run alongside the main one from the
-    same initial particles, with time step ``dt / refine`` and the main scheme's ``gamma_c``.
-    At every record the pair distance ``d2_squared`` (``distance = "exact"``: POT,
-    ``"coupling"``: the natural-coupling bound, ``"sliced"``) and ``coupling_squared`` are
-    written as observables; ``record_particles = true`` also stores the reference particles."""
+class ReferenceConfig(Section):
+    """``[reference]`` (optional): a deterministic scheme (``kind``, see
+    :func:`reference_kinds`) run alongside the main one from the same initial particles, with
+    time step ``dt / refine`` and the main scheme's ``gamma_c``. At every record the pair
+    distance ``d2_squared`` (``distance = "exact"``: POT, ``"coupling"``: the natural-coupling
+    bound, ``"sliced"``) and ``coupling_squared`` are written as observables;
+    ``record_particles = true`` also stores the reference particles."""
 
-    kind: str = "heun"
-    refine: int = 1
-    n_latent: int | None = None
-    n_target: int | None = None
-    distance: str = "exact"
+    kind: Annotated[str, one_of(reference_kinds)] = "heun"
+    refine: PositiveInt = 1
+    n_latent: PositiveInt | None = None
+    n_target: PositiveInt | None = None
+    distance: Annotated[str, one_of(DISTANCES)] = "exact"
     record_particles: bool = False
-
-    @classmethod
-    def parse(cls, raw: Any, key: str) -> "ReferenceConfig":
-        d = _table(raw, key)
-        _check_keys(d, key, ("kind", "refine", "n_latent", "n_target", "distance", "record_particles"))
-        opt_int = lambda k: None if k not in d else _int(d[k], f"{key}.{k}", 1)  # noqa: E731
-        return cls(
-            kind=_choice(d.get("kind", "heun"), f"{key}.kind", REFERENCE_KINDS),
-            refine=_int(d.get("refine", 1), f"{key}.refine", 1),
-            n_latent=opt_int("n_latent"), n_target=opt_int("n_target"),
-            distance=_choice(d.get("distance", "exact"), f"{key}.distance", DISTANCES),
-            record_particles=_bool(d.get("record_particles", False), f"{key}.record_particles"),
-        )
-
-    def to_dict(self) -> dict:
-        d = {"kind": self.kind, "refine": self.refine, "distance": self.distance,
-             "record_particles": self.record_particles}
-        for k in ("n_latent", "n_target"):
-            if getattr(self, k) is not None:
-                d[k] = getattr(self, k)
-        return d
 
     def build(self, scheme, N: int, M: int):
         """The reference scheme matching ``scheme``'s ``dt(N) / refine`` and ``gamma_c(N, M)``."""
-        from ..model.schemes import ProjectedEuler, ProjectedHeun
+        return scheme_class(self.kind)(time_step=scheme.dt(N) / self.refine,
+                                       critic_scale=scheme.gamma_c(N, M),
+                                       n_latent=self.n_latent, n_target=self.n_target)
 
-        cls = ProjectedEuler if self.kind == "euler" else ProjectedHeun
-        return cls(scheme.dt(N) / self.refine, scheme.gamma_c(N, M), self.n_latent, self.n_target)
 
-
-@dataclass(frozen=True)
-class RunConfig:
+# ------------------------------------------------------------------------------------------
+# the configuration
+# ------------------------------------------------------------------------------------------
+class RunConfig(WithProblem):
     """A validated run configuration (see the module docstring and ``default.toml``).
 
     Attributes
@@ -617,70 +571,67 @@ class RunConfig:
     scheme: SchemeConfig
     run: RunSection
     reference: ReferenceConfig | None = None
-    text: str = field(default="", compare=False, repr=False)
-    source: str = field(default="", compare=False, repr=False)
 
-    SECTIONS = ("problem", "init", "scheme", "run", "reference")
+    _text: str = PrivateAttr(default="")
+    _source: str = PrivateAttr(default="")
+
+    @field_validator("scheme", mode="before")
+    @classmethod
+    def _scheme(cls, v: Any) -> Any:
+        return dispatch(scheme_configs(), v)
+
+    def check(self, raw: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+        """Checks across sections: the run takes at least one step, and not absurdly many."""
+        dt = self.scheme.build().dt(self.init.N)
+        n_steps = int(round(self.run.t_end / dt))
+        if n_steps < 1:
+            raise fail(f"must be at least one step (dt = {dt:.6g}), got {self.run.t_end}",
+                       "run.t_end")
+        if n_steps > 2**53:
+            raise fail(f"needs {n_steps:.3g} steps of dt = {dt:.6g}: too many", "run.t_end")
+
+    @property
+    def text(self) -> str:
+        """The configuration as written (``""`` when built from a dict)."""
+        return self._text
+
+    @property
+    def source(self) -> str:
+        """Where it was read from (``""`` if not from a file)."""
+        return self._source
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], base_dir: str | os.PathLike = ".", *,
-                  text: str = "", source: str = "") -> "RunConfig":
-        """Validate a parsed TOML document (``base_dir`` resolves relative data paths)."""
-        d = _table(dict(d), "configuration")
-        _check_keys(d, "", cls.SECTIONS)
-        problem = ProblemConfig.parse(_get(d, "problem", ""), "problem", Path(base_dir))
-        cfg = cls(
-            problem=problem,
-            init=InitConfig.parse(_get(d, "init", ""), "init", problem.clip),
-            scheme=SchemeConfig.parse(_get(d, "scheme", ""), "scheme"),
-            run=RunSection.parse(_get(d, "run", ""), "run"),
-            reference=ReferenceConfig.parse(d["reference"], "reference") if "reference" in d else None,
-            text=text, source=source,
-        )
-        cfg._check_consistency()
+                  text: str = "", source: str = "") -> RunConfig:
+        """Validate a parsed TOML document (``base_dir`` resolves relative data paths).
+
+        Raises
+        ------
+        ConfigError
+            One line naming the offending key.
+        """
+        cfg = validate(cls, dict(d) if isinstance(d, Mapping) else d,
+                       context={"base_dir": Path(base_dir)})
+        cfg._text, cfg._source = text, source
         return cfg
-
-    def _check_consistency(self) -> None:
-        """Checks that involve several sections (the run must take at least one step, ...)."""
-        scheme = self.scheme.build()
-        dt = scheme.dt(self.init.N)
-        n_steps = int(round(self.run.t_end / dt))
-        if n_steps < 1:
-            raise _fail("run.t_end", f"must be at least one step (dt = {dt:.6g}), got {self.run.t_end}")
-        if n_steps > 2**53:
-            raise _fail("run.t_end", f"needs {n_steps:.3g} steps of dt = {dt:.6g}: too many")
-
-    # ----------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        """The full configuration, every default filled in (plain Python types)."""
-        d = {"problem": self.problem.to_dict(), "init": self.init.to_dict(),
-             "scheme": self.scheme.to_dict(), "run": self.run.to_dict()}
-        if self.reference is not None:
-            d["reference"] = self.reference.to_dict()
-        return d
 
     def to_toml(self) -> str:
         """Canonical TOML text of :meth:`to_dict` (``loads_config(cfg.to_toml()) == cfg``)."""
         return dumps_toml(self.to_dict())
 
-    def with_backend(self, backend: str) -> "RunConfig":
+    def with_backend(self, backend: str) -> RunConfig:
         """A copy with ``run.backend`` replaced (validated)."""
-        b = _choice(backend, "backend", BACKENDS)
-        return dataclasses.replace(self, run=dataclasses.replace(self.run, backend=b))
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend: must be one of {', '.join(BACKENDS)}; got {show(backend)}")
+        return self.model_copy(update={"run": self.run.model_copy(update={"backend": backend})})
 
     def build(self):
         """Build ``(problem, state, scheme)``: the objects :func:`meanfield_gan.simulate` takes.
 
         The initial state is drawn with ``init.seed``; the batches of the run use ``run.seed``.
         """
-        from ..model.problem import Problem, initial_state
-
-        p = self.problem
         try:
-            problem = Problem(K=p.K, L=p.L, target=p.target.build(), latent=p.latent.build(p.L),
-                              clip=p.clip, generator_init=self.init.generator.build(),
-                              critic_init=self.init.critic.build(),
-                              quadrature_size=p.quadrature_size)
+            problem = self.problem_instance()
             state = initial_state(problem, self.init.N, self.init.M, seed=self.init.seed)
             scheme = self.scheme.build()
         except ValueError as exc:  # every value was checked above: this is a bug or a corner case
@@ -706,7 +657,7 @@ def loads_config(text: str, base_dir: str | os.PathLike = ".", source: str = "")
         doc = _toml.loads(text)
     except _toml.TOMLDecodeError as exc:
         where = f"{source}: " if source else ""
-        raise ConfigError(f"{where}invalid TOML: {exc}") from None
+        raise ConfigError(f"{where}invalid TOML: {exc}".replace("\n", " ")) from None
     return RunConfig.from_dict(doc, base_dir, text=text, source=source)
 
 
@@ -729,7 +680,7 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         If ``path`` does not exist.
     ConfigError
         On invalid TOML, an unknown key, a wrong type or an impossible value; the one-line
-        message starts with the dotted key, e.g. ``scheme.lr: must be > 0, got -1``.
+        message starts with the dotted key, e.g. ``scheme.lr: must be finite and > 0, got -1``.
     """
     p = Path(path)
     if not p.is_file():
@@ -741,52 +692,3 @@ def load_config(path: str | os.PathLike) -> RunConfig:
 def default_config_path() -> Path:
     """Path of the documented example configuration shipped with the package."""
     return Path(__file__).resolve().parent.parent / "data" / "default.toml"
-
-
-# ------------------------------------------------------------------------------------------
-# a small TOML writer for the canonical form (tables of scalars, lists and inline tables)
-# ------------------------------------------------------------------------------------------
-def _plain(v: Any) -> Any:
-    if isinstance(v, tuple):
-        return [_plain(x) for x in v]
-    return v
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)  # shortest round-trip repr; valid TOML (e.g. 1e-08, 0.5)
-    if isinstance(v, str):
-        return json.dumps(v)  # JSON string escapes are valid TOML basic-string escapes
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")
-
-
-def dumps_toml(doc: Mapping[str, Any]) -> str:
-    """Write a nested dict as TOML: dict values become ``[tables]``, the rest ``key = value``."""
-    lines: list[str] = []
-
-    def table(name: str, d: Mapping[str, Any]) -> None:
-        scalars = [(k, v) for k, v in d.items() if not isinstance(v, dict)]
-        subs = [(k, v) for k, v in d.items() if isinstance(v, dict)]
-        if name and (scalars or not subs):
-            if lines:
-                lines.append("")
-            lines.append(f"[{name}]")
-        for k, v in scalars:
-            lines.append(f"{k} = {_toml_value(v)}")
-        for k, v in subs:
-            table(f"{name}.{k}" if name else k, v)
-
-    table("", doc)
-    return "\n".join(lines) + "\n"

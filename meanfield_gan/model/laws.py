@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from scipy import special, stats
 
-from .._validation import positive_int
+from .._validation import positive, positive_int
 
 __all__ = [
     "Law",
@@ -289,8 +289,11 @@ class NormalInit:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.loc) and math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError("NormalInit: loc must be finite and scale finite and > 0")
+        # Messages start with the parameter's name: the run configuration reports them
+        # under the key (init.critic.scale).
+        if not math.isfinite(self.loc):
+            raise ValueError(f"loc must be finite, got {self.loc!r}")
+        positive(self.scale, "scale")
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         return self.loc + self.scale * rng.standard_normal(shape)
@@ -304,8 +307,12 @@ class UniformInit:
     high: float = 0.5
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
-            raise ValueError("UniformInit: need finite low < high")
+        for name in ("low", "high"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        if not self.low < self.high:
+            raise ValueError(f"high must be > low = {self.low!r}, got {self.high!r} (a uniform "
+                             f"law needs finite low < high)")
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         return rng.uniform(self.low, self.high, shape)
