@@ -81,7 +81,9 @@ def clip_value(clip: Any, name: str = "clip") -> float:
         raise ValueError(f"{name} must be a number > 0 or inf, got {clip!r}") from None
     if f == math.inf and not isinstance(clip, bool):
         return math.inf
-    return positive(clip, name)
+    if isinstance(clip, bool) or not f > 0:  # (NaN fails too)
+        raise ValueError(f"{name} must be > 0 (or inf for no box), got {clip!r}")
+    return f
 
 
 def finite_array(arr: Any, name: str, ndim: int) -> np.ndarray:

@@ -17,9 +17,10 @@ import numpy as np
 
 from ._validation import check_particles, positive_int
 from .core import (
-    critic_output, energy, generator_output, objectives, project_velocity, velocity,
+    critic_output, energy, generator_output, objectives, velocity,
 )
 from .engines import check_backend, make_runner
+from .engines.reference import project_velocity as _project
 from .model.objectives import discriminator_error
 from .model.problem import Problem, State
 from .model.schemes import SGD, Scheme
@@ -164,7 +165,8 @@ def _observe(problem: Problem, theta, omega, quad, backend: str) -> dict[str, fl
     if problem.gradient_penalty > 0:
         penalty = (problem.gradient_penalty, problem.penalty_triples())
     vt, vo = velocity(theta, omega, z, zw, x, xw, backend=eb, loss=problem.loss, penalty=penalty)
-    vo = project_velocity(omega, vo, problem.clip)
+    # (no input checks here: a state about to blow up still gets its observables recorded)
+    vo = _project(omega, vo, problem.clip)
     psi_c, psi_g = objectives(theta, omega, z, zw, x, xw, loss=problem.loss, penalty=penalty)
     out = {"psi": energy(theta, omega, z, zw, x, xw, backend=eb),
            "critic_boundary_fraction": boundary_fraction(omega, problem.clip),

@@ -74,7 +74,7 @@ def _drop(path):
     (_set("init.N", 4.0), "init.N: must be an integer, got 4.0"),
     (_set("init.N", 0), "init.N: must be a positive integer, got 0"),
     (_set("init.M", -2), "init.M: must be a positive integer, got -2"),
-    (_set("problem.clip", 0), "problem.clip: must be finite and > 0, got 0"),
+    (_set("problem.clip", 0), "problem.clip: must be > 0 (or inf for no box), got 0"),
     (_set("problem.K", 2), "problem.target.means: each of the means must have K = 2 coordinates "
                            "(problem.K), got 1 at index 0"),
     (lambda d: (d["problem"].update(K=2), d["problem"]["target"].update(means=[-1.0, 1.0])),
@@ -253,7 +253,7 @@ def test_with_backend_and_canonical_text():
      "problem.gradient_penalty: must be finite and >= 0, got -1.0"),
     (lambda d: d["problem"].update(loss="minimax", gradient_penalty=10.0),
      "problem.gradient_penalty: goes with loss 'wasserstein' only; got loss 'minimax'"),
-    (_set("problem.clip", float("-inf")), "problem.clip: must be finite and > 0, got -inf"),
+    (_set("problem.clip", float("-inf")), "problem.clip: must be > 0 (or inf for no box), got -inf"),
     (_set("scheme", {"kind": "adam", "beta1": 1.0}), "scheme.beta1: must be in [0, 1), got 1.0"),
     (_set("scheme", {"kind": "adam", "beta1": -0.5}), "scheme.beta1: must be in [0, 1), got -0.5"),
     (_set("scheme", {"kind": "adam", "beta2": 1.5}), "scheme.beta2: must be in [0, 1), got 1.5"),

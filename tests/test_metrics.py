@@ -488,13 +488,13 @@ def test_cluster_count_matches_the_naive_all_pairs_graph(seed):
     # With 1 or 2 neighbours per point the nearest-neighbour graph alone misses links
     # (checked: it over-counts on these data); the saturated-group pass must restore them.
     for k in (1, 2):
-        assert metrics._count_clusters(unique, tol, k=k) == expected
+        assert _coag._count_clusters(unique, tol, k=k) == expected
 
 
 def test_coagulation_validates_inputs():
-    with pytest.raises(ValueError, match="clip must be finite and > 0"):
+    with pytest.raises(ValueError, match="clip must be > 0"):
         metrics.coagulation(np.zeros((3, 3)), clip=0.0)
-    with pytest.raises(ValueError, match="clip must be finite and > 0"):
+    with pytest.raises(ValueError, match="clip must be > 0"):
         metrics.coagulation(np.zeros((3, 3)), clip=-1.0)
     with pytest.raises(ValueError, match="atol"):
         metrics.coagulation(np.zeros((3, 3)), clip=1.0, atol=-1e-9)
@@ -543,3 +543,13 @@ def test_coagulation_series_lists_the_diagnostics():
     bad[2, 0, 0] = np.nan
     with pytest.raises(ValueError, match=r"omegas\[2\]"):
         metrics.coagulation_time(times, bad, clip=1.0)
+
+
+def test_coagulation_without_a_box():
+    """``clip = inf``: no faces, clusters and spread as usual."""
+    om = np.array([[0.0, 1e3, -2.0], [0.0, 1e3, -2.0], [5.0, 0.0, 0.0]])
+    d = metrics.coagulation(om, clip=np.inf)
+    assert d["boundary_fraction"] == 0.0 and d["corner_fraction"] == 0.0
+    assert d["n_distinct"] == 2 and d["n_clusters"] == 2
+    s = metrics.coagulation_series([0.0, 1.0], [om, om[:2]], clip=None)
+    assert s["n_clusters"] == [2, 1] and s["t0"] == 1.0
