@@ -11,6 +11,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import cdist, pdist, squareform
 
+from meanfield_gan import coagulation as _coag
 from meanfield_gan import metrics
 
 
