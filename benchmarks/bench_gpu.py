@@ -6,10 +6,13 @@ simultaneous SGD step (``advance`` of each engine's runner: batches copied to th
 once per call, particles kept there) and the sigmoid evaluations per second this achieves.
 A step evaluates ``2 N K B + 2 M B`` sigmoids in the model count (what the CPU engine and the
 PyTorch version evaluate); the CUDA engine evaluates ``M B`` more (see
-``meanfield_gan/_cuda_engine.py``).  The GPU's sigmoid throughput is bounded by two trivial
-kernels using the same sigmoid: an element-wise pass over a large array (memory-bound, as a
-library's ``sigmoid(x)`` would be) and a register-resident one (4 independent chains per
-thread: the arithmetic bound); the table gives the fraction of the latter achieved.
+``meanfield_gan/engines/_cuda.py``).  ``--losses wasserstein minimax`` adds rows for the
+minimax objective (MODEL.md section 7: ``f`` at every node first, ``2 M B`` more sigmoids in
+both counts); the PyTorch version has the Wasserstein objective only.  The GPU's sigmoid
+throughput is bounded by two trivial kernels using the same sigmoid: an element-wise pass
+over a large array (memory-bound, as a library's ``sigmoid(x)`` would be) and a
+register-resident one (4 independent chains per thread: the arithmetic bound); the table
+gives the fraction of the latter achieved.
 
 Before timing, it checks on the GPU that the CUDA engine (and the PyTorch version) agree with
 the NumPy reference.  Results go to ``benchmarks/results/gpu_<gpu name>.{json,md}``.  With no
@@ -20,6 +23,10 @@ Usage::
     python benchmarks/bench_gpu.py                 # the full grid (a few minutes on an H100)
     python benchmarks/bench_gpu.py --quick         # N in {1e3, 1e4}, B = 1e3
     python benchmarks/bench_gpu.py --no-cpu --no-torch --dtypes float32
+    python benchmarks/bench_gpu.py --quick --losses wasserstein minimax
+    NUMBA_ENABLE_CUDASIM=1 python benchmarks/bench_gpu.py --allow-simulator --sizes 16 \
+        --batches 8 --min-time 0 --bound-elems 64 --bound-threads 64 --bound-reps 2 \
+        --losses wasserstein minimax -o /tmp/bench_gpu_smoke    # smoke test, no GPU
 """
 from __future__ import annotations
 
@@ -206,6 +213,10 @@ def _checks(ce, mfg, K: int, L: int, torch_mod, small: bool = False) -> dict:
         res[f"cuda_velocity_{dtype}_max_abs_err"] = float(max(np.abs(vt - rt).max(),
                                                               np.abs(vo - ro).max()))
     res["velocity_scale"] = float(scale)
+    mt, mo = _reference.velocity(theta, omega, z, zw, x, xw, "minimax")
+    vt, vo = ce.velocity(theta, omega, z, zw, x, xw, "minimax")
+    res["cuda_velocity_minimax_float64_max_abs_err"] = float(max(np.abs(vt - mt).max(),
+                                                                 np.abs(vo - mo).max()))
     prob = mfg.Problem(K=K, L=L, target=mfg.GaussianMixture(np.eye(2, K) * 2 - 1, 0.3))
     n, steps = (6, 3) if small else (64, 40)
     st = mfg.initial_state(prob, N=n, M=n, seed=2)
@@ -231,12 +242,13 @@ def _checks(ce, mfg, K: int, L: int, torch_mod, small: bool = False) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    head = ("| engine | dtype | N = M | B | steps/s | model sigmoids/s | executed sigmoids/s "
-            "| of bound |\n|---|---|---|---|---|---|---|---|\n")
+    head = ("| engine | loss | dtype | N = M | B | steps/s | model sigmoids/s "
+            "| executed sigmoids/s | of bound |\n|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         frac = r.get("fraction_of_bound")
-        lines.append(f"| {r['engine']} | {r['dtype']} | {r['N']:.0e} | {r['B']:.0e} | "
+        lines.append(f"| {r['engine']} | {r['loss']} | {r['dtype']} | {r['N']:.0e} | "
+                     f"{r['B']:.0e} | "
                      f"{r['steps_per_s']:.4g} | {r['model_sigmoids_per_s']:.3e} | "
                      f"{r['executed_sigmoids_per_s']:.3e} | "
                      f"{'' if frac is None else f'{100 * frac:.1f}%'} |")
@@ -256,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="SGD batch sizes B (latent and data points per step)")
     ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"],
                     choices=["float64", "float32"])
+    ap.add_argument("--losses", nargs="+", default=["wasserstein"],
+                    choices=["wasserstein", "minimax", "non_saturating"],
+                    help="objectives to time (MODEL.md section 7)")
     ap.add_argument("--K", type=int, default=2, help="data dimension")
     ap.add_argument("--L", type=int, default=2, help="latent dimension")
     ap.add_argument("--min-time", type=float, default=1.0,
@@ -283,11 +298,10 @@ def main(argv: list[str] | None = None) -> int:
               "nothing to measure (pass --allow-simulator to smoke-test this script).")
         return 0
     global cuda
+    from bench_engines import steps_per_second  # the same timing rule as the CPU benchmark
     from numba import cuda
 
     from meanfield_gan.engines import _cuda as ce
-
-    from bench_engines import steps_per_second  # the same timing rule as the CPU benchmark
 
     why = ce.unavailable_reason()
     if why is not None:
@@ -320,12 +334,14 @@ def main(argv: list[str] | None = None) -> int:
                 cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
                 numba_threads=numba.get_num_threads(), python=platform.python_version(),
                 min_time=args.min_time, simulated=simulated,
-                scheme="SGD simultaneous, lr=1, batch B latent + B data points")
+                scheme="SGD simultaneous, lr=1, batch B latent + B data points",
+                losses=args.losses)
 
     checks = _checks(ce, mfg, K, L, torch_mod, small=simulated)
     print("checks against the NumPy reference:", json.dumps(checks, indent=1))
-    if checks["cuda_velocity_float64_max_abs_err"] > 1e-10 * max(1.0, checks["velocity_scale"]):
-        print("WARNING: the CUDA engine disagrees with the NumPy reference in float64")
+    for key in ("cuda_velocity_float64_max_abs_err", "cuda_velocity_minimax_float64_max_abs_err"):
+        if checks[key] > 1e-10 * max(1.0, checks["velocity_scale"]):
+            print(f"WARNING: the CUDA engine disagrees with the NumPy reference ({key})")
 
     bound = {}
     for dtype in args.dtypes:
@@ -336,43 +352,44 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     max_steps = sim_mod.CHUNK_STEPS
-    for Nf in args.sizes:
-        N = M = int(Nf)
-        for Bf in args.batches:
-            B = int(Bf)
-            prob = mfg.Problem(K=K, L=L, target=mfg.GaussianMixture(np.eye(2, K) * 2 - 1, 0.3))
-            state = mfg.initial_state(prob, N=N, M=M, seed=0)
-            sgd = mfg.SGD(lr=1.0, batch_size=B)
-            t0 = time.perf_counter()
-            Zs, Xs = sim_mod.draw_batches(prob, sgd, 0, 0)
-            draw_us = 1e6 * (time.perf_counter() - t0) / max_steps
-            model, executed = ce.sigmoid_count(N, M, K, B, B)
-            engines = [("cuda", d) for d in args.dtypes]
-            if not args.no_cpu:
-                engines.append(("numba-cpu", "float64"))
-            if torch_mod is not None:
-                engines += [("torch", d) for d in args.dtypes]
-            for engine, dtype in engines:
-                if engine == "cuda":
-                    adv = _runner_advance(ce.make_runner(prob, state, sgd, dtype=dtype), Zs, Xs)
-                    ex = executed
-                elif engine == "numba-cpu":
-                    adv = _runner_advance(NumbaRunner(prob, state, sgd), Zs, Xs)
-                    ex = model
-                else:
-                    adv = _torch_advance(torch_mod, prob, state, sgd, Zs, Xs, dtype)
-                    ex = model
-                # (steps_per_second warms up, grows n to min_time, keeps the best of 3)
-                rate, n = steps_per_second(adv, args.min_time, 3, max_steps)
-                secs = n / rate
-                bnd = bound.get(dtype, {}).get("in_register") if engine != "numba-cpu" else None
-                row = dict(engine=engine, dtype=dtype, N=N, M=M, B=B, steps_per_s=rate,
-                           timed_steps=n, seconds=secs, model_sigmoids_per_s=rate * model,
-                           executed_sigmoids_per_s=rate * ex,
-                           fraction_of_bound=None if not bnd else rate * ex / bnd,
-                           host_batch_draw_us_per_step=draw_us)
-                rows.append(row)
-                print(_table([row]).splitlines()[-1], flush=True)
+    cases = [(int(Nf), int(Bf), loss) for Nf in args.sizes for Bf in args.batches
+             for loss in args.losses]
+    for N, B, loss in cases:
+        M = N
+        prob = mfg.Problem(K=K, L=L, target=mfg.GaussianMixture(np.eye(2, K) * 2 - 1, 0.3),
+                           loss=loss)
+        state = mfg.initial_state(prob, N=N, M=M, seed=0)
+        sgd = mfg.SGD(lr=1.0, batch_size=B)
+        t0 = time.perf_counter()
+        Zs, Xs = sim_mod.draw_batches(prob, sgd, 0, 0)
+        draw_us = 1e6 * (time.perf_counter() - t0) / max_steps
+        model, executed = ce.sigmoid_count(N, M, K, B, B, loss)
+        engines = [("cuda", d) for d in args.dtypes]
+        if not args.no_cpu:
+            engines.append(("numba-cpu", "float64"))
+        if torch_mod is not None and loss == "wasserstein":  # its formulas: section 2 only
+            engines += [("torch", d) for d in args.dtypes]
+        for engine, dtype in engines:
+            if engine == "cuda":
+                adv = _runner_advance(ce.make_runner(prob, state, sgd, dtype=dtype), Zs, Xs)
+                ex = executed
+            elif engine == "numba-cpu":
+                adv = _runner_advance(NumbaRunner(prob, state, sgd), Zs, Xs)
+                ex = model
+            else:
+                adv = _torch_advance(torch_mod, prob, state, sgd, Zs, Xs, dtype)
+                ex = model
+            # (steps_per_second warms up, grows n to min_time, keeps the best of 3)
+            rate, n = steps_per_second(adv, args.min_time, 3, max_steps)
+            secs = n / rate
+            bnd = bound.get(dtype, {}).get("in_register") if engine != "numba-cpu" else None
+            row = dict(engine=engine, loss=loss, dtype=dtype, N=N, M=M, B=B, steps_per_s=rate,
+                       timed_steps=n, seconds=secs, model_sigmoids_per_s=rate * model,
+                       executed_sigmoids_per_s=rate * ex,
+                       fraction_of_bound=None if not bnd else rate * ex / bnd,
+                       host_batch_draw_us_per_step=draw_us)
+            rows.append(row)
+            print(_table([row]).splitlines()[-1], flush=True)
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -165,11 +165,6 @@ def velocity(theta, omega, z, z_weights, x, x_weights, backend: str = "numba", *
     z_noise, penalty = _check_objective_args(loss, z_noise, penalty, len(zw), K, L)
     if backend == "numpy":
         return _reference.velocity(theta, omega, z, zw, x, xw, loss, z_noise, penalty)
-    if backend == "cuda":
-        if loss != "wasserstein" or z_noise is not None or penalty is not None:
-            raise ValueError("backend 'cuda' has the wasserstein objective without noise "
-                             "offsets or penalty only so far")
-        return _engine(backend).velocity(theta, omega, z, zw, x, xw)
     return _engine(backend).velocity(theta, omega, z, zw, x, xw, loss, z_noise, penalty)
 
 

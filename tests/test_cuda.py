@@ -8,6 +8,11 @@ imports numba in this process without it.  So every check here runs in a child p
   short trajectories of every scheme equal NumPy's to 1e-12 in float64 (critic particles on
   the boundary of Q included), float32 within its own tolerance, coincident critic particles
   stay bitwise equal, the NaN/Inf early return matches the CPU runners.
+* ``sim_obj``: the same under the other objectives (MODEL.md section 7): velocities for each
+  loss with instance-noise offsets and the gradient penalty (and a saturated critic,
+  ``|f|`` in the hundreds), and trajectories of SGD, alternating SGD, Adam (both forms),
+  projected Euler and Heun under minimax with annealed instance noise, non-saturating without
+  a box, and the penalty with instance noise; Adam's state, a resumed run, a frozen generator.
 * ``types``: without the simulator, every kernel is compiled for the real CUDA target (to
   PTX where a CUDA toolkit's libNVVM is installed, else to LLVM IR; no GPU needed), so
   typing errors the simulator cannot see are caught, and the float32 kernels are checked
@@ -38,12 +43,12 @@ TOL32 = 2e-5  # float32 rounding over a few steps of O(1) quantities (seen: ~3e-
 
 
 #: Child modes and whether each runs under the simulator.
-MODES = {"sim": True, "types": False, "nogpu": False}
+MODES = {"sim": True, "sim_obj": True, "types": False, "nogpu": False}
 
 
 @pytest.fixture(scope="module")
 def children(tmp_path_factory):
-    """Start the three children at once (they are independent); results read on demand.
+    """Start the children at once (they are independent); results read on demand.
 
     Their output goes to files, so a child never blocks on a full pipe while the parent
     waits for another.
@@ -81,6 +86,11 @@ def children(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sim(children):
     return children("sim")
+
+
+@pytest.fixture(scope="module")
+def sim_obj(children):
+    return children("sim_obj")
 
 
 # --------------------------------------------------------------------------------------
@@ -211,6 +221,182 @@ def _sim_main() -> dict:
     return out
 
 
+#: Velocity checks of the other objectives: (case index in VELOCITY_CASES, loss, with z_noise,
+#: with the gradient penalty).
+OBJECTIVE_VELOCITIES = [
+    (0, "minimax", False, False),
+    (0, "non_saturating", True, False),
+    (1, "minimax", True, False),
+    (2, "non_saturating", False, False),
+    (0, "wasserstein", True, True),
+    (1, "wasserstein", False, True),
+    (3, "minimax", True, False),
+]
+#: Trajectory problems of ``sim_obj`` (keywords of mfg.Problem besides K, L, target).
+OBJECTIVE_PROBLEMS = {
+    # the box with critic particles on it, noise annealed to 0 at t = 1 (within the runs)
+    "minimax_noise": dict(loss="minimax", instance_noise=0.4, noise_anneal=1.0,
+                          noise_nodes=2),
+    "non_saturating": dict(loss="non_saturating", clip=None),
+    "penalty_noise": dict(clip=None, gradient_penalty=3.0, penalty_size=4,
+                          instance_noise=0.3, noise_nodes=2),
+}
+OBJECTIVE_SCHEMES = ["sgd", "sgd_alt", "adam", "adam_alt", "euler", "heun"]
+
+
+def _objective_schemes(mfg) -> dict:
+    """Each scheme of OBJECTIVE_SCHEMES and its number of steps (tiny: the simulator)."""
+    return {
+        "sgd": (mfg.SGD(lr=3.0, batch_size=3), 3),
+        "sgd_alt": (mfg.SGD(lr=3.0, batch_size=2, n_critic=2, alternating=True), 2),
+        "adam": (mfg.Adam(lr=0.3, batch_size=3), 3),
+        "adam_alt": (mfg.Adam(lr=0.3, batch_size=2, n_critic=2, alternating=True, beta1=0.0),
+                     2),
+        "euler": (mfg.ProjectedEuler(0.3, 2.0, n_latent=3, n_target=2), 2),
+        "heun": (mfg.ProjectedHeun(0.3, 2.0, n_latent=3, n_target=2), 2),
+    }
+
+
+def _sim_obj_main() -> dict:
+    """Mode ``sim_obj``: the objectives, instance noise, the penalty and Adam (simulator)."""
+    import warnings
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import random_config
+
+    import meanfield_gan as mfg
+    from meanfield_gan.driver import draw_batches, draw_extras
+    from meanfield_gan.engines import _cuda as ce
+    from meanfield_gan.engines import reference as _reference
+
+    warnings.simplefilter("ignore", UserWarning)  # scipy's Sobol: "n a power of 2"
+    out: dict = {}
+    err = lambda a, b: float(max(np.abs(x - y).max() for x, y in zip(a, b)))  # noqa: E731
+
+    vel = []
+    for i, loss, noisy, penalised in OBJECTIVE_VELOCITIES:
+        K, L, N, M, Bz, Bx, tpb, mt = VELOCITY_CASES[i]
+        th, om, z, zw, x, xw = random_config(K + N, K, L, N, M, Bz, Bx)
+        rng = np.random.default_rng(i)
+        zn = 0.5 * rng.normal(size=(Bz, K)) if noisy else None
+        pen = None
+        if penalised:
+            P = 3
+            pen = (2.5, (rng.normal(size=(P, L)), rng.normal(size=(P, K)), rng.random(P),
+                         np.full(P, 1.0 / P)))
+        ref = _reference.velocity(th, om, z, zw, x, xw, loss, zn, pen)
+        kw = dict(loss=loss, z_noise=zn, penalty=pen)
+        v64 = ce.velocity(th, om, z, zw, x, xw, threads_per_block=tpb, min_terms=mt, **kw)
+        v32 = ce.velocity(th, om, z, zw, x, xw, threads_per_block=tpb, min_terms=mt,
+                          dtype="float32", **kw)
+        pub = mfg.velocity(th, om, z, zw, x, xw, backend="cuda", **kw)  # through core
+        vel.append(dict(case=[i, loss, noisy, penalised], err64=err(v64, ref),
+                        err32=err(v32, ref), err_public=err(pub, ref),
+                        scale=float(max(np.abs(r).max() for r in ref))))
+    out["velocity"] = vel
+
+    # A saturated critic, f = 700 tanh(15 (x_1 + x_2)) up to rounding: |f| near 700 at the
+    # nodes, the objectives' weights s(+-f) deep in both tails.
+    th, om, z, zw, x, xw = random_config(11, 2, 1, 5, 2, 6, 5)
+    om[:] = [[1400.0, 30.0, 30.0, 0.0], [-1400.0, -30.0, -30.0, 0.0]]
+    f_gen = _reference.critic_output(om, _reference.generator_output(th, z))
+    f_data = _reference.critic_output(om, x)
+    sat = {}
+    for loss in ("minimax", "non_saturating"):
+        ref = _reference.velocity(th, om, z, zw, x, xw, loss)
+        v64 = ce.velocity(th, om, z, zw, x, xw, loss, threads_per_block=8, min_terms=1)
+        v32 = ce.velocity(th, om, z, zw, x, xw, loss, threads_per_block=8, min_terms=1,
+                          dtype="float32")
+        # Relative errors per field: the non-saturating V_theta is ~1e-305 (weights s(-700)),
+        # and a sigmoid that underflowed to 0 would make it 0.  (float32 is only required to
+        # stay finite here: s' = s (1 - s) loses the digits of 1 - s near s = 1 in float32,
+        # a property of the formula every engine shares.)
+        sat[loss] = dict(rel64=[float(np.abs(v - r).max() / np.abs(r).max())
+                                for v, r in zip(v64, ref)],
+                         scales=[float(np.abs(r).max()) for r in ref],
+                         finite32=bool(all(np.all(np.isfinite(v)) for v in v32)),
+                         f_gen_max=float(f_gen.max()), f_data_min=float(f_data.min()))
+    out["saturated"] = sat
+
+    # Trajectories: every scheme under every problem in float64; float32 for one problem
+    # per scheme.  Critic particles 3 and 4 coincide; with the box, some start on it.
+    gm = mfg.GaussianMixture([[-1.0, 0.5], [1.0, -0.5]], 0.3)
+    schemes = _objective_schemes(mfg)
+    opts = dict(threads_per_block=8, min_terms=1)
+    traj = {}
+    for ip, (pname, kw) in enumerate(OBJECTIVE_PROBLEMS.items()):
+        prob = mfg.Problem(K=2, L=1, target=gm, quadrature_size=5, **kw)
+        st = mfg.initial_state(prob, N=6, M=5, seed=3)
+        om = st.omega.copy()
+        if prob.has_box:
+            om[0, :2] = [prob.clip, -prob.clip]
+        om[3] = om[4]
+        st = mfg.State(st.theta, om)
+        for js, sname in enumerate(OBJECTIVE_SCHEMES):
+            scheme, n = schemes[sname]
+            t_end = n * scheme.dt(st.N)
+            def run(backend, prob=prob, st=st, scheme=scheme, t_end=t_end, n=n, **o):
+                return mfg.simulate(prob, st, scheme, t_end, record=n, seed=5, backend=backend,
+                                    observables=False, **o)
+
+            ref = run("numpy")
+            cu = run("cuda", **opts)
+            r = dict(steps=int(cu.state.step), ref_steps=int(ref.state.step),
+                     err64=err((cu.theta, cu.omega), (ref.theta, ref.omega)),
+                     opt_keys=sorted(cu.state.opt), ref_opt_keys=sorted(ref.state.opt),
+                     err_opt=max([float(np.abs(v - ref.state.opt[k]).max())
+                                  for k, v in cu.state.opt.items()], default=0.0),
+                     moved=float(max(np.abs(ref.theta[-1] - ref.theta[0]).max(),
+                                     np.abs(ref.omega[-1] - ref.omega[0]).max())),
+                     scale=float(max(np.abs(ref.theta).max(), np.abs(ref.omega).max())),
+                     coincident=bool(np.array_equal(cu.omega[:, 3], cu.omega[:, 4])),
+                     err32=None)
+            if (ip + js) % len(OBJECTIVE_PROBLEMS) == 0:
+                c32 = run("cuda", dtype="float32", **opts)
+                r["err32"] = err((c32.theta, c32.omega), (ref.theta, ref.omega))
+            traj[f"{pname}:{sname}"] = r
+    out["trajectories"] = traj
+
+    # Adam's bias corrections and the annealed noise follow the run's step: a resumed
+    # alternating Adam run equals the uninterrupted one bitwise.
+    prob = mfg.Problem(K=2, L=1, target=gm, **OBJECTIVE_PROBLEMS["minimax_noise"])
+    st = mfg.initial_state(prob, N=6, M=5, seed=4)
+    scheme = schemes["adam_alt"][0]
+    dt = scheme.dt(st.N)
+    full = mfg.simulate(prob, st, scheme, 3 * dt, seed=2, backend="cuda", observables=False,
+                        **opts)
+    half = mfg.simulate(prob, st, scheme, 1 * dt, seed=2, backend="cuda", observables=False,
+                        **opts)
+    rest = mfg.simulate(prob, half.state, scheme, 3 * dt, seed=2, backend="cuda",
+                        observables=False, **opts)
+    out["resumed_bitwise"] = bool(
+        np.array_equal(rest.state.theta, full.state.theta)
+        and np.array_equal(rest.state.omega, full.state.omega)
+        and all(np.array_equal(rest.state.opt[k], full.state.opt[k]) for k in full.state.opt))
+
+    # A frozen generator (the critic trains alone), runner against runner: the driver's
+    # make_runner does not hand this scheme to the cuda engine yet.
+    frozen = {}
+    prob = mfg.Problem(K=2, L=1, target=gm, **OBJECTIVE_PROBLEMS["penalty_noise"])
+    st = mfg.initial_state(prob, N=6, M=5, seed=6)
+    for name, scheme in (("sgd", mfg.SGD(lr=3.0, batch_size=2, freeze_generator=True)),
+                         ("adam_alt", mfg.Adam(lr=0.3, batch_size=2, n_critic=2,
+                                               alternating=True, freeze_generator=True))):
+        Zs, Xs = draw_batches(prob, scheme, 1, 0)
+        ex = draw_extras(prob, scheme, 1, 0)
+        n = 2
+        runners = (_reference.NumpyRunner(prob, st, scheme), ce.make_runner(prob, st, scheme,
+                                                                            **opts))
+        for r in runners:
+            r.advance(n, Zs[:n], Xs[:n], {k: v[:n] for k, v in ex.items()})
+        (th0, om0), (th1, om1) = (r.particles() for r in runners)
+        frozen[name] = dict(err=err((th1, om1), (th0, om0)),
+                            theta_fixed=bool(np.array_equal(th1, st.theta)),
+                            moved=float(np.abs(om0 - st.omega).max()))
+    out["frozen"] = frozen
+    return out
+
+
 def _types_main() -> dict:
     """Mode ``types``: compile every kernel for the CUDA target (sm_90) and inspect the code.
 
@@ -231,11 +417,16 @@ def _types_main() -> dict:
     from meanfield_gan.engines import _cuda as ce
 
     ptx = nvvm.is_available()
-    res = {"ptx": ptx, "kernels": {}}
+    res = {"ptx": ptx, "kernels": {}, "names": sorted(ce.kernel_signatures())}
     for dtype in ("float64", "float32"):
         kern = ce._kernels(2, 3, dtype, 64)
-        for name, sig in ce.kernel_signatures(dtype).items():
-            fn = getattr(kern, name).py_func
+        crit = ce._kernels(1, 2, dtype, 64)  # f at the nodes: pass 1 on the critic
+        sigs = ce.kernel_signatures(dtype)
+        todo = [(name, getattr(kern, name), sig) for name, sig in sigs.items()]
+        todo += [(f"critic_{name}", getattr(crit, name), sigs[name])
+                 for name in ("gen_out_part", "reduce_nodes")]
+        for name, k, sig in todo:
+            fn = k.py_func
             if ptx:
                 code, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
                 f64 = len(re.findall(r"\.f64\b", code))
@@ -339,10 +530,66 @@ def test_engine_options_are_validated(sim):
     assert "check_every" in errs[str(dict(check_every=0))]
 
 
+@pytest.mark.parametrize("i", range(len(OBJECTIVE_VELOCITIES)))
+def test_objective_velocity_matches_reference(sim_obj, i):
+    """minimax / non_saturating with and without noise offsets; the penalty (wasserstein)."""
+    r = sim_obj["velocity"][i]
+    assert r["case"] == list(OBJECTIVE_VELOCITIES[i])
+    assert r["err64"] <= TOL64, r
+    assert r["err_public"] <= TOL64, r  # mfg.velocity(backend="cuda", loss=..., ...)
+    assert r["err32"] <= TOL32 * max(1.0, r["scale"]), r
+
+
+@pytest.mark.parametrize("loss", ["minimax", "non_saturating"])
+def test_saturated_critic_weights(sim_obj, loss):
+    r = sim_obj["saturated"][loss]
+    assert r["f_gen_max"] < -699 and r["f_data_min"] > 699, r  # |f| = 700 at every node
+    assert min(r["scales"]) > 0, r
+    assert max(r["rel64"]) <= 1e-10, r
+    assert r["finite32"], r
+
+
+@pytest.mark.parametrize("problem", list(OBJECTIVE_PROBLEMS))
+@pytest.mark.parametrize("scheme", OBJECTIVE_SCHEMES)
+def test_objective_trajectory_matches_reference(sim_obj, problem, scheme):
+    r = sim_obj["trajectories"][f"{problem}:{scheme}"]
+    assert r["steps"] == r["ref_steps"] > 0
+    assert r["moved"] > 1e-2, r  # the particles did move
+    assert r["err64"] <= TOL64, r
+    assert r["opt_keys"] == r["ref_opt_keys"] and r["err_opt"] <= TOL64, r
+    if scheme.startswith("adam"):
+        assert r["opt_keys"] == ["omega_m", "omega_v", "theta_m", "theta_v"]
+    if r["err32"] is not None:
+        assert r["err32"] <= TOL32 * max(1.0, r["scale"]), r
+    assert r["coincident"]
+
+
+def test_float32_trajectory_of_every_objective_scheme(sim_obj):
+    checked = {k.split(":")[1] for k, r in sim_obj["trajectories"].items()
+               if r["err32"] is not None}
+    assert checked == set(OBJECTIVE_SCHEMES)
+
+
+def test_adam_resumed_run_equals_uninterrupted(sim_obj):
+    assert sim_obj["resumed_bitwise"]
+
+
+@pytest.mark.parametrize("scheme", ["sgd", "adam_alt"])
+def test_frozen_generator_matches_reference(sim_obj, scheme):
+    r = sim_obj["frozen"][scheme]
+    assert r["theta_fixed"] and r["moved"] > 1e-2, r
+    assert r["err"] <= TOL64, r
+
+
 def test_kernels_compile_for_cuda_and_float32_has_no_float64(children):
     res = children("types")
     kernels = res["kernels"]
-    assert len(kernels) == 12
+    names = {"gen_out_part", "reduce_nodes", "shift_nodes", "obj_weights", "h_part",
+             "penalty_points", "penalty_dirs", "pen_part", "crit_vel_part", "gen_vel_part",
+             "finish"}
+    assert set(res["names"]) == names
+    names |= {"critic_gen_out_part", "critic_reduce_nodes"}
+    assert set(kernels) == {f"{d}:{n}" for d in ("float64", "float32") for n in names}
     for key, r in kernels.items():
         if key.startswith("float32"):
             assert r["f64"] == 0, (key, r)  # no literal or argument promoted to float64
@@ -368,5 +615,6 @@ def test_no_gpu_error_and_lazy_import(children):
 
 if __name__ == "__main__":
     mode = sys.argv[1]
-    result = {"sim": _sim_main, "types": _types_main, "nogpu": _nogpu_main}[mode]()
+    result = {"sim": _sim_main, "sim_obj": _sim_obj_main, "types": _types_main,
+              "nogpu": _nogpu_main}[mode]()
     print(json.dumps(result, default=float))

@@ -43,8 +43,6 @@ def make_runner(backend: str, problem, state, scheme, **options) -> Runner:
         from ._numba import NumbaRunner
 
         return NumbaRunner(problem, state, scheme)
-    if getattr(scheme, "freeze_generator", False):
-        raise ValueError("backend 'cuda' cannot freeze the generator yet; use numba or numpy")
     from ._cuda import make_runner as cuda_runner
 
     return cuda_runner(problem, state, scheme, **options)

@@ -3,17 +3,19 @@
 Imported only when ``backend="cuda"`` is asked for (it imports ``numba.cuda``); see
 :func:`velocity` and :func:`make_runner`.  Without a GPU the engine raises
 :class:`CUDAUnavailableError` before doing any work; under ``NUMBA_ENABLE_CUDASIM=1`` numba's
-CUDA simulator stands in for the GPU (slowly: it is for tests).
+CUDA simulator stands in for the GPU (slowly: it is for tests).  The kernels are in
+:mod:`meanfield_gan.engines._cuda_kernels`.
 
 Design
 ------
-* The per-pair maths (sigmoid, ``s'``, the pre-activation of a unit, clipping, the
-  tangent-cone projection) comes from :func:`meanfield_gan.engines._scalar.build`, compiled here with
-  ``cuda.jit(device=True)`` and a clamped ``math.exp``; the CPU engine compiles the same
+* The per-pair maths (sigmoid, ``s'``, ``s''``, the pre-activation of a unit, clipping, the
+  tangent-cone projection) comes from :func:`meanfield_gan.engines._scalar.build`, compiled
+  with ``cuda.jit(device=True)`` and a clamped ``math.exp``; the CPU engine compiles the same
   ``build`` with ``njit`` and ``exp_poly``, so the engines evaluate the same expressions.
 * Generator particles live on the device as ``(N*K, L+2)`` rows ``(a_k, b_k, c_k)`` (the
-  memory of ``theta (N, K, L+2)``), critic particles as ``(M, K+2)``.  They stay there across
-  steps; :meth:`CudaRunner.particles` copies them back only when a snapshot is taken.
+  memory of ``theta (N, K, L+2)``), critic particles as ``(M, K+2)``, and so does the
+  optimiser state (RMSProp's running means, Adam's moments).  They stay there across steps;
+  :meth:`CudaRunner.particles` copies them back only when a snapshot is taken.
 * A velocity evaluation is the CPU engine's three passes, each a sum over one axis of the
   (particle, node) plane: (1) ``g(z_b)``: over generator particles, per node; (2) the
   critic velocity (over nodes, per critic particle) and ``grad f(g(z_b))`` (over critic
@@ -28,28 +30,46 @@ Design
   order, depends on the sizes and the block size only, not on the GPU model.
 * Pass (2) evaluates the sigmoids of the critic at the generated points twice (once per
   summed axis) instead of storing an ``M x B`` array: ``M * Bz`` extra evaluations, beside
-  the ``2 N K Bz + M (Bz + Bx)`` of the CPU engine.
+  the ``2 N K Bz + M (Bz + Bx)`` of the CPU engine.  Since ``grad f`` has a pass of its own,
+  it takes its own node weights for free: the non-saturating generator's ``phi_3'`` needs
+  no extra pass here.
+* Objectives (MODEL.md section 7): ``minimax`` and ``non_saturating`` first evaluate ``f``
+  at every node (pass 1 applied to the critic, which is a generator with one output row),
+  then a kernel turns ``f`` into the node weights ``zw s(-f_g)``, ``xw s(f_x)`` (critic) and
+  ``zw phi_3'(f_g)`` (``grad f``), with a sigmoid accurate in both tails.
+* Instance noise: offsets added to the generated points after pass 1 (and, for the
+  deterministic schemes' tensor Gauss-Hermite nodes, to the clean data nodes, scaled by
+  ``sigma_n`` of the step); SGD's noisy data batches are formed on the host with the
+  driver's draws, as the CPU engines do.  The gradient penalty adds, before a critic update,
+  pass 1 at the triples' latent points (interpolates), ``grad f`` there, the directions
+  ``c`` and one more block-partial sum over the triples per critic particle; the finishing
+  kernel subtracts ``lam grad_omega dP/dnu``.
 * Each particle's velocity is computed by the same instruction sequence whatever its index,
   so coincident critic particles stay bitwise equal (MODEL.md section 4.3).
 * float64 by default; ``dtype="float32"`` compiles every kernel with float32 constants and
   float32 scalar arguments, so no expression is promoted to float64 (checked on the LLVM IR
   by ``tests/test_cuda.py``).  Host arrays returned are always float64.
-* The update of each scheme is applied element-wise by the kernel that finishes the
-  reduction (``OP_*`` codes), mirroring ``_NumbaRunner``/``_NumpyRunner`` of
-  :mod:`meanfield_gan.engines._numba` operation for operation.  A non-finite particle coordinate
-  writes the step's index into a device flag, read back every ``check_every`` steps.
+* The update of each scheme (plain, RMSProp, Adam, Heun's stages) is applied element-wise
+  by the kernel that finishes the reduction (``OP_*`` codes), mirroring
+  :class:`~meanfield_gan.engines._numba.NumbaRunner` and
+  :class:`~meanfield_gan.engines.reference.NumpyRunner` operation for operation.  A
+  non-finite particle coordinate writes the step's index into a device flag, read back every
+  ``check_every`` steps.
 """
 from __future__ import annotations
 
-import math
-from functools import lru_cache
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import cuda
 
-from . import _scalar
+from ..model.objectives import LOSSES, check_loss
+from ._cuda_kernels import DTYPES as _DTYPES
+from ._cuda_kernels import OP_ADAM, OP_AXPY, OP_HEUN1, OP_HEUN2, OP_RMS, OP_STORE, kernel_signatures
+from ._cuda_kernels import kernels as _kernels
+from ._cuda_kernels import maths as _maths  # noqa: F401  (the benchmark's sigmoid bound)
 from .base import Runner
 
 __all__ = ["CUDAUnavailableError", "is_available", "unavailable_reason", "require_gpu",
@@ -62,10 +82,8 @@ TARGET_THREADS = 1 << 18
 MAX_CHUNKS = 1024
 #: Static shared memory a block's reduction buffers may use.
 SHARED_BYTES = 48 * 1024
-#: Finish-kernel operations (the element-wise update applied once a velocity is reduced).
-OP_STORE, OP_AXPY, OP_RMS, OP_HEUN1, OP_HEUN2 = 0, 1, 2, 3, 4
-
-_DTYPES = {"float64": np.float64, "float32": np.float32}
+#: The objectives (``Problem.loss``) as the kernels' codes (MODEL.md section 7).
+LOSS_CODES = {name: code for code, name in enumerate(LOSSES)}
 
 
 class CUDAUnavailableError(ValueError):
@@ -143,280 +161,23 @@ def _check_options(options: dict) -> dict:
     return dict(dtype=name, tpb=int(tpb), min_terms=int(min_terms), check_every=int(check_every))
 
 
-def sigmoid_count(N: int, M: int, K: int, Bz: int, Bx: int) -> tuple[int, int]:
+def sigmoid_count(N: int, M: int, K: int, Bz: int, Bx: int,
+                  loss: str = "wasserstein") -> tuple[int, int]:
     """Sigmoid evaluations of one velocity evaluation: ``(model, executed by this engine)``.
 
-    ``model = 2 N K Bz + M (Bz + Bx)`` (what the CPU engine evaluates); this engine evaluates
-    ``M Bz`` more (see the module notes).
+    ``model`` is what the CPU engine evaluates: ``2 N K Bz + M (Bz + Bx)`` for the
+    Wasserstein objective, plus ``M (Bz + Bx)`` for ``f`` at the nodes under the non-linear
+    objectives, plus ``M Bz`` for the non-saturating generator's own ``grad f`` pass.  This
+    engine always evaluates ``grad f`` in a pass of its own (see the module notes):
+    ``2 N K Bz + M (Bz + Bx) + M Bz``, plus ``M (Bz + Bx)`` under a non-linear objective.
     """
+    code = LOSS_CODES[check_loss(loss)]
     model = 2 * N * K * Bz + M * (Bz + Bx)
-    return model, model + M * Bz
-
-
-# --------------------------------------------------------------------------------------
-# kernels
-# --------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=None)
-def _maths(dtype: str) -> SimpleNamespace:
-    """The shared scalar maths, as CUDA device functions in the working precision."""
-    f = _DTYPES[dtype]
-    # Clamp the exponent as the CPU's exp_poly does (there at +-708): the sigmoid is then 0
-    # or 1 to working precision in the tails, and the simulator's math.exp cannot overflow.
-    hi = f(_scalar.EXP_CLAMP) if f is np.float64 else f(88.0)
-
-    @cuda.jit(device=True)
-    def exp(x):
-        if x > hi:
-            x = hi
-        elif x < -hi:
-            x = -hi
-        return math.exp(x)
-
-    return _scalar.build(cuda.jit(device=True), exp, f(1))
-
-
-@lru_cache(maxsize=None)
-def _kernels(K: int, L: int, dtype: str, TPB: int) -> SimpleNamespace:
-    """Compile (lazily, per argument types) the kernels of one ``(K, L, dtype, block size)``.
-
-    ``K``, ``L`` and ``TPB`` are compile-time constants: register accumulators and the
-    shared-memory tree buffers have fixed sizes.
-    """
-    S = _maths(dtype)
-    sigmoid, dsigmoid, unit_preact = S.sigmoid, S.dsigmoid, S.unit_preact
-    clip, project = S.clip, S.project
-    nbt = numba.from_dtype(np.dtype(dtype))
-    zero = _DTYPES[dtype](0)
-
-    @cuda.jit(device=True)
-    def tree(sh, W, X, tid):
-        # Sum sh[:, tid] over the threads with the same tid % X into tid < X: halve the
-        # active y-range per round (X, TPB powers of two, tid = ty * X + tx).
-        stride = TPB // 2
-        while stride >= X:
-            cuda.syncthreads()
-            if tid < stride:
-                for w in range(W):
-                    sh[w, tid] += sh[w, tid + stride]
-            stride //= 2
-
-    @cuda.jit
-    def gen_out_part(th, zT, part, X, per):
-        """``part[ch, k, b] = sum_{i in chunk ch} a_ik s(u_ikb)`` (pass 1, before 1/N)."""
-        tid = cuda.threadIdx.x
-        tx = tid % X
-        ty = tid // X
-        Y = TPB // X
-        b = cuda.blockIdx.x * X + tx
-        ch = cuda.blockIdx.y
-        Bz = zT.shape[1]
-        N = th.shape[0] // K
-        acc = cuda.local.array(K, nbt)
-        for k in range(K):
-            acc[k] = zero
-        if b < Bz:
-            i0 = ch * per
-            i1 = i0 + per
-            if i1 > N:
-                i1 = N
-            for i in range(i0 + ty, i1, Y):
-                for k in range(K):
-                    r = i * K + k
-                    acc[k] += th[r, 0] * sigmoid(unit_preact(th, r, zT, b, L))
-        sh = cuda.shared.array((K, TPB), nbt)
-        for k in range(K):
-            sh[k, tid] = acc[k]
-        tree(sh, K, X, tid)
-        if tid < X and b < Bz:
-            for k in range(K):
-                part[ch, k, b] = sh[k, tid]
-
-    @cuda.jit
-    def reduce_nodes(part, scale, src, out):
-        """``out[k, b] = scale * sum_ch part[ch, k, b]`` for ``b < Bp``; beyond, copy ``src``.
-
-        Gives ``g(z_b)`` in the first ``Bz`` columns of the node array and the data nodes in
-        the rest; with ``out`` of width ``Bp`` it reduces ``grad f`` (``src`` unused).
-        """
-        e = cuda.grid(1)
-        Bo = out.shape[1]
-        if e < K * Bo:
-            k = e // Bo
-            b = e % Bo
-            Bp = part.shape[2]
-            if b < Bp:
-                s = zero
-                for ch in range(part.shape[0]):
-                    s += part[ch, k, b]
-                out[k, b] = s * scale
-            else:
-                out[k, b] = src[k, b - Bp]
-
-    @cuda.jit
-    def h_part(om, PT, pw, Bz, part, X, per):
-        """``part[ch, k, b] = sum_{j in ch} alpha_j beta_jk w_b s'(u_jb)`` at ``g(z_b)``."""
-        tid = cuda.threadIdx.x
-        tx = tid % X
-        ty = tid // X
-        Y = TPB // X
-        b = cuda.blockIdx.x * X + tx
-        ch = cuda.blockIdx.y
-        M = om.shape[0]
-        acc = cuda.local.array(K, nbt)
-        for k in range(K):
-            acc[k] = zero
-        if b < Bz:
-            w = pw[b]
-            j0 = ch * per
-            j1 = j0 + per
-            if j1 > M:
-                j1 = M
-            for j in range(j0 + ty, j1, Y):
-                d = w * dsigmoid(sigmoid(unit_preact(om, j, PT, b, K)))
-                alpha = om[j, 0]
-                for k in range(K):
-                    acc[k] += (alpha * om[j, 1 + k]) * d
-        sh = cuda.shared.array((K, TPB), nbt)
-        for k in range(K):
-            sh[k, tid] = acc[k]
-        tree(sh, K, X, tid)
-        if tid < X and b < Bz:
-            for k in range(K):
-                part[ch, k, b] = sh[k, tid]
-
-    def unit_sums_part(D):
-        """A kernel for units of dimension ``D`` (rows of ``P``: amplitude, ``D`` weights, bias)
-        over a chunk of nodes ``PT (D, B)`` with weights ``W[r % W.shape[0], b]``:
-        ``part[ch, r] = (sum w s, sum w s' p_1..D, sum w s')``.  Critic particles over the
-        signed weights ``(zw, -xw)`` (one row; before the factor alpha) and generator rows
-        ``r = (i, k)`` over ``w_b h_k(z_b)`` (K rows; before -1 and -a) are the same sums."""
-        WD = D + 2
-
-        @cuda.jit
-        def kernel(P, PT, W, part, X, per):
-            tid = cuda.threadIdx.x
-            tx = tid % X
-            ty = tid // X
-            Y = TPB // X
-            r = cuda.blockIdx.x * X + tx
-            ch = cuda.blockIdx.y
-            R = P.shape[0]
-            Bt = PT.shape[1]
-            acc = cuda.local.array(WD, nbt)
-            for c in range(WD):
-                acc[c] = zero
-            if r < R:
-                wr = r % W.shape[0]
-                b0 = ch * per
-                b1 = b0 + per
-                if b1 > Bt:
-                    b1 = Bt
-                for b in range(b0 + ty, b1, Y):
-                    w = W[wr, b]
-                    s = sigmoid(unit_preact(P, r, PT, b, D))
-                    acc[0] += w * s
-                    d = w * dsigmoid(s)
-                    acc[D + 1] += d
-                    for k in range(D):
-                        acc[1 + k] += d * PT[k, b]
-            sh = cuda.shared.array((WD, TPB), nbt)
-            for c in range(WD):
-                sh[c, tid] = acc[c]
-            tree(sh, WD, X, tid)
-            if tid < X and r < R:
-                for c in range(WD):
-                    part[ch, r, c] = sh[c, tid]
-
-        return kernel
-
-    crit_vel_part = unit_sums_part(K)
-    gen_vel_part = unit_sums_part(L)
-
-    @cuda.jit
-    def finish(part, P, y, y2, v1, sq, op, sign, h, hh, cl, do_clip, rho, omr, eps, flag,
-               step):
-        """Reduce the chunks' partials to the velocity ``v`` of row ``r`` of the particles
-        ``P`` and apply operation ``op`` to the row (one thread per row, so the factor
-        ``P[r, 0]`` is read before an in-place update changes it):
-
-        * ``OP_STORE``: ``y = v``;
-        * ``OP_AXPY``:  ``y = y + h v`` (clipped to ``[-cl, cl]`` if ``do_clip``);
-        * ``OP_RMS``:   ``sq = rho sq + (1 - rho) v^2``, ``y = y + h v / (sqrt(sq) + eps)``;
-        * ``OP_HEUN1``: ``v1 = Pr(v)``, ``y2 = y + h v1`` (Heun's predictor);
-        * ``OP_HEUN2``: ``y = y + hh (v1 + Pr(v))`` (corrector; ``P`` is the predictor point),
-
-        where ``Pr`` is the tangent-cone projection at ``P`` when ``do_clip`` (critic).  A
-        non-finite new ``y`` records ``step`` in ``flag[0]`` unless an earlier step did.
-        """
-        r = cuda.grid(1)
-        R = P.shape[0]
-        W = P.shape[1]
-        if r >= R:
-            return
-        amp = P[r, 0]  # alpha_j (critic) or a_ik (generator) at the evaluation point
-        bad = False
-        for c in range(W):
-            s = zero
-            for ch in range(part.shape[0]):
-                s += part[ch, r, c]
-            if c == 0:
-                v = sign * s
-            else:
-                v = sign * (amp * s)
-            if op == OP_STORE:
-                y[r, c] = v
-            elif op == OP_HEUN1:
-                if do_clip:
-                    v = project(P[r, c], v, cl)
-                v1[r, c] = v
-                yn = y[r, c] + h * v
-                if do_clip:
-                    yn = clip(yn, cl)
-                y2[r, c] = yn
-            else:
-                if op == OP_AXPY:
-                    yn = y[r, c] + h * v
-                elif op == OP_RMS:
-                    q = rho * sq[r, c] + omr * v * v
-                    sq[r, c] = q
-                    yn = y[r, c] + h * v / (math.sqrt(q) + eps)
-                else:  # OP_HEUN2
-                    if do_clip:
-                        v = project(P[r, c], v, cl)
-                    yn = y[r, c] + hh * (v1[r, c] + v)
-                if do_clip:
-                    yn = clip(yn, cl)
-                y[r, c] = yn
-                if not math.isfinite(yn):
-                    bad = True
-        if bad and flag[0] < 0:  # every writer in one step writes the same index
-            flag[0] = step
-
-    return SimpleNamespace(gen_out_part=gen_out_part, reduce_nodes=reduce_nodes,
-                           h_part=h_part, crit_vel_part=crit_vel_part,
-                           gen_vel_part=gen_vel_part, finish=finish)
-
-
-def kernel_signatures(dtype: str = "float64") -> dict[str, tuple]:
-    """The numba argument types every kernel is launched with (all arrays C-contiguous).
-
-    For checks that compile the kernels without a GPU (``numba.cuda.compiler.compile_cuda``)
-    and inspect their typing, e.g. that float32 kernels contain no float64 arithmetic.
-    """
-    t = numba.from_dtype(np.dtype(dtype))
-    A1, A2, A3 = t[::1], t[:, ::1], t[:, :, ::1]
-    i64 = numba.int64
-    return {
-        "gen_out_part": (A2, A2, A3, i64, i64),
-        "reduce_nodes": (A3, t, A2, A2),
-        "h_part": (A2, A2, A1, i64, A3, i64, i64),
-        "crit_vel_part": (A2, A2, A2, A3, i64, i64),
-        "gen_vel_part": (A2, A2, A2, A3, i64, i64),
-        "finish": (A3, A2, A2, A2, A2, A2, i64, t, t, t, t, i64, t, t, t, numba.int64[::1],
-                   i64),
-    }
+    executed = model + M * Bz
+    if code:
+        model += M * (Bz + Bx) + (M * Bz if code == 2 else 0)
+        executed += M * (Bz + Bx)
+    return model, executed
 
 
 # --------------------------------------------------------------------------------------
@@ -447,15 +208,41 @@ def _plan(n_out: int, n_sum: int, tpb: int, min_terms: int) -> tuple[int, int, i
     return X, per, nch, bx
 
 
+
+class _Update(NamedTuple):
+    """What the finishing kernel does with a reduced velocity (see ``finish`` in
+    :mod:`._cuda_kernels`): operation, target rows and scalars in the working precision."""
+
+    op: int
+    y: object
+    y2: object
+    v1: object
+    sq: object
+    sq2: object
+    h: float
+    hh: float
+    do_clip: int
+    r1: float
+    q1: float
+    r2: float
+    q2: float
+    c1: float
+    c2: float
+    eps: float
+
+
 class _Field:
     """Kernels, launch plans and work buffers for the velocity fields of one problem size.
 
     Generator particles are passed as ``(N*K, L+2)`` device arrays, critic particles as
-    ``(M, K+2)``, latent nodes as ``zT (L, Bz)`` and data nodes as ``xT (K, Bx)``.
+    ``(M, K+2)``, latent nodes as ``zT (L, Bz)`` and data nodes as ``xT (K, Bx)``.  ``loss``
+    is an objective code (:data:`LOSS_CODES`); ``P > 0`` triples of the gradient penalty of
+    weight ``lam`` are evaluated before each critic update.
     """
 
     def __init__(self, N: int, M: int, K: int, L: int, Bz: int, Bx: int, dtype: str,
-                 tpb: int, min_terms: int, clip: float):
+                 tpb: int, min_terms: int, clip: float, loss: int = 0, P: int = 0,
+                 lam: float = 0.0):
         self.N, self.M, self.K, self.L, self.Bz, self.Bx = N, M, K, L, Bz, Bx
         self.dtype = dtype
         self.f = _DTYPES[dtype]
@@ -468,6 +255,8 @@ class _Field:
         k = _kernels(K, L, dtype, tpb)
         f = self.f
         dev = lambda *shape: cuda.device_array(shape, dtype=f)  # noqa: E731
+        blocks = lambda n: -(-n // tpb)  # noqa: E731
+        self._blocks = blocks
         # (kernel, grid, X, per) for each sum, and its partials.  Kernels are configured at
         # each launch: the simulator's kernel[grid, block] reconfigures a shared object.
         X, per, nch, bx = _plan(Bz, N, tpb, min_terms)
@@ -482,84 +271,167 @@ class _Field:
         X, per, nch, bx = _plan(N * K, Bz, tpb, min_terms)
         self._gv = (k.gen_vel_part, (bx, nch), X, per)
         self.gvpart = dev(nch, N * K, L + 2)
-        blocks = lambda n: -(-n // tpb)  # noqa: E731
-        self._red = k.reduce_nodes
+        self._k = k
         self._g_nodes = blocks(K * (Bz + Bx))
         self._g_h = blocks(K * Bz)
-        self._fin = k.finish
         self._g_crit = blocks(M)
         self._g_gen = blocks(N * K)
         self.PT = dev(K, Bz + Bx)   # g(z_b) then the data nodes
-        self.pw = dev(Bz + Bx)      # their signed weights (zw, -xw)
+        self.pw = dev(Bz + Bx)      # their signed weights (zw, -xw), or the objective's
         self.pw_row = self.pw.reshape(1, Bz + Bx)  # the same memory, as one row of weights
+        self.hw = self.pw           # the weights of grad f (Wasserstein: the first Bz of pw)
         self.whT = dev(K, Bz)       # w_b grad f(g(z_b))
         self.clip = f(clip)         # the box's half-width in the working precision
         self.inv_n = f(1.0 / N)
         self.inv_m = f(1.0 / M)
+        self.zero = f(0)
         self._one, self._mone = f(1.0), f(-1.0)  # signs: V_omega = +sum, V_theta = -sum
         self.dummy = dev(1, 1)
+        self.dummy3 = dev(1, 1, 1)
         self.flag = cuda.to_device(np.full(1, -1, dtype=np.int64))
+        self.loss = int(loss)
+        if self.loss:
+            # f at every node by pass 1 on the critic (kernels of one output row, dimension K)
+            kf = _kernels(1, K, dtype, tpb)
+            X, per, nch, bx = _plan(Bz + Bx, M, tpb, min_terms)
+            self._fo = (kf.gen_out_part, (bx, nch), X, per)
+            self._fred = kf.reduce_nodes
+            self.fpart = dev(nch, 1, Bz + Bx)
+            self.fT = dev(1, Bz + Bx)
+            self.hw = dev(Bz)
+            self.zw, self.xw = dev(Bz), dev(Bx)
+        self.P = int(P)
+        self.lam = f(lam) if P else self.zero
+        if self.P:
+            X, per, nch, bx = _plan(P, N, tpb, min_terms)
+            self._gp = (k.gen_out_part, (bx, nch), X, per)
+            self.gpart_p = dev(nch, K, P)
+            X, per, nch, bx = _plan(P, M, tpb, min_terms)
+            self._hp = (k.h_part, (bx, nch), X, per)
+            self.hpart_p = dev(nch, K, P)
+            X, per, nch, bx = _plan(M, P, tpb, min_terms)
+            self._pp = (k.pen_part, (bx, nch), X, per)
+            self.ppart = dev(nch, M, K + 2)
+            self.xhT, self.cT = dev(K, P), dev(K, P)
+            self.wone = cuda.to_device(np.ones(P, dtype=f))
 
     def set_weights(self, zw: np.ndarray, xw: np.ndarray) -> None:
         """Node weights: ``z`` weights, then minus the ``x`` weights (``Psi``'s signs)."""
         self.pw.copy_to_device(np.concatenate([zw, -xw]).astype(self.f))
+        if self.loss:
+            self.zw.copy_to_device(np.asarray(zw, dtype=self.f))
+            self.xw.copy_to_device(np.asarray(xw, dtype=self.f))
 
-    def evaluate(self, th, om, zT, xT, crit=None, gen=None, step: int = 0) -> None:
+    def update(self, op: int, y, h: float = 0.0, *, y2=None, v1=None, sq=None, sq2=None,
+               hh: float = 0.0, do_clip: bool = False, r1: float = 0.0, r2: float = 0.0,
+               eps: float = 1.0) -> _Update:
+        """A finishing operation; scalars are cast to the working precision (``q = 1 - r``)."""
+        f, d = self.f, self.dummy
+        return _Update(op, y, d if y2 is None else y2, d if v1 is None else v1,
+                       d if sq is None else sq, d if sq2 is None else sq2, f(h), f(hh),
+                       int(do_clip), f(r1), f(1.0 - r1), f(r2), f(1.0 - r2), f(1.0), f(1.0),
+                       f(eps))
+
+    def evaluate(self, th, om, zT, xT, crit: _Update | None = None, gen: _Update | None = None,
+                 step: int = 0, noise=None, pen=None) -> None:
         """Velocities at ``(th, om)`` with nodes ``zT``, ``xT``, finished by ``crit``/``gen``.
 
-        ``crit`` and ``gen`` are ``None`` (that field is not needed) or tuples
-        ``(op, y, y2, v1, sq, h, hh, do_clip, rho, omr, eps)`` for :func:`finish`.  The
-        critic's update may change ``om`` in place: ``grad f`` is reduced before it.
+        ``crit`` and ``gen`` are ``None`` (that field is not needed) or the :class:`_Update`
+        that finishes it.  ``noise = (E, sigma)`` adds ``sigma E`` to the first
+        ``E.shape[1]`` columns of the node array (generated points, then data nodes);
+        ``pen = (zpT, xpT, epsp, wp)`` are the penalty's triples (used for the critic only).
+        The critic's update may change ``om`` in place: everything that reads the critic
+        (``f``, ``grad f``, the penalty) runs before it.
         """
-        tpb = self.tpb
+        tpb, k = self.tpb, self._k
         kern, grid, X, per = self._go
         kern[grid, tpb](th, zT, self.gpart, X, per)
-        self._red[self._g_nodes, tpb](self.gpart, self.inv_n, xT, self.PT)
+        k.reduce_nodes[self._g_nodes, tpb](self.gpart, self.inv_n, xT, self.PT)
+        if noise is not None:
+            E, sigma = noise
+            k.shift_nodes[self._blocks(self.K * E.shape[1]), tpb](self.PT, sigma, E)
+        if self.loss:
+            kern, grid, X, per = self._fo
+            kern[grid, tpb](om, self.PT, self.fpart, X, per)
+            self._fred[self._blocks(self.Bz + self.Bx), tpb](self.fpart, self.inv_m, self.fT,
+                                                             self.fT)
+            k.obj_weights[self._blocks(self.Bz + self.Bx), tpb](
+                self.fT, self.zw, self.xw, self.loss, self.pw, self.hw)
         if gen is not None:
             kern, grid, X, per = self._h
-            kern[grid, tpb](om, self.PT, self.pw, self.Bz, self.hpart, X, per)
-            self._red[self._g_h, tpb](self.hpart, self.inv_m, self.whT, self.whT)
+            kern[grid, tpb](om, self.PT, self.hw, self.Bz, self.hpart, X, per)
+            k.reduce_nodes[self._g_h, tpb](self.hpart, self.inv_m, self.whT, self.whT)
+        lam, pp = self.zero, self.dummy3
+        if crit is not None and pen is not None and self.P:
+            self._penalty(th, om, *pen)
+            lam, pp = self.lam, self.ppart
         if crit is not None:
             kern, grid, X, per = self._cv
             kern[grid, tpb](om, self.PT, self.pw_row, self.cpart, X, per)
-            self._finish(self._g_crit, self.cpart, om, self._one, crit, step)
+            self._finish(self._g_crit, self.cpart, pp, lam, om, self._one, crit, step)
         if gen is not None:
             kern, grid, X, per = self._gv
             kern[grid, tpb](th, zT, self.whT, self.gvpart, X, per)
-            self._finish(self._g_gen, self.gvpart, th, self._mone, gen, step)
+            self._finish(self._g_gen, self.gvpart, self.dummy3, self.zero, th, self._mone, gen,
+                         step)
 
-    def _finish(self, grid, part, P, sign, spec, step):
-        op, y, y2, v1, sq, h, hh, do_clip, rho, omr, eps = spec
-        self._fin[grid, self.tpb](part, P, y, y2, v1, sq, op, sign, h, hh, self.clip, do_clip,
-                                  rho, omr, eps, self.flag, step)
+    def _penalty(self, th, om, zpT, xpT, epsp, wp) -> None:
+        """``grad_omega dP/dnu`` into :attr:`ppart` (before alpha): interpolates by pass 1 at
+        ``zp``, ``grad f`` there (unit weights), the directions ``c``, then the sum over the
+        triples per critic particle."""
+        tpb, k, P = self.tpb, self._k, self.P
+        kern, grid, X, per = self._gp
+        kern[grid, tpb](th, zpT, self.gpart_p, X, per)
+        k.penalty_points[self._blocks(self.K * P), tpb](self.gpart_p, self.inv_n, xpT, epsp,
+                                                         self.xhT)
+        kern, grid, X, per = self._hp
+        kern[grid, tpb](om, self.xhT, self.wone, P, self.hpart_p, X, per)
+        k.penalty_dirs[self._blocks(P), tpb](self.hpart_p, self.inv_m, self.cT)
+        kern, grid, X, per = self._pp
+        kern[grid, tpb](om, self.xhT, self.cT, wp, self.ppart, X, per)
+
+    def _finish(self, grid, part, pp, lam, P, sign, u: _Update, step: int) -> None:
+        self._k.finish[grid, self.tpb](part, pp, lam, P, u.y, u.y2, u.v1, u.sq, u.sq2, u.op,
+                                       sign, u.h, u.hh, self.clip, u.do_clip, u.r1, u.q1, u.r2,
+                                       u.q2, u.c1, u.c2, u.eps, self.flag, step)
 
 
 def velocity(theta: np.ndarray, omega: np.ndarray, z: np.ndarray, zw: np.ndarray,
-             x: np.ndarray, xw: np.ndarray, **options) -> tuple[np.ndarray, np.ndarray]:
+             x: np.ndarray, xw: np.ndarray, loss: str = "wasserstein",
+             z_noise: np.ndarray | None = None, penalty=None,
+             **options) -> tuple[np.ndarray, np.ndarray]:
     """``(V_theta, V_omega)`` on the GPU (inputs validated float64 arrays, as in ``core``).
 
-    ``options`` are the engine options of :func:`make_runner` (``dtype``, ...).  Returns
-    float64 host arrays shaped like ``theta`` and ``omega``.
+    ``loss``, ``z_noise (Bz, K)`` and ``penalty = (lam, (zp, xp, eps, wp))`` as in
+    :func:`meanfield_gan.velocity`; ``options`` are the engine options of
+    :func:`make_runner` (``dtype``, ...).  Returns float64 host arrays shaped like ``theta``
+    and ``omega``.
     """
     require_gpu()
     o = _check_options(options)
+    code = LOSS_CODES[check_loss(loss)]
     N, K, L2 = theta.shape
     M = omega.shape[0]
     L = L2 - 2
+    lam, P = 0.0, 0
+    if penalty is not None and penalty[0] != 0:
+        lam, (zp, xp, eps, wp) = penalty
+        P = len(wp)
     # clip = 1 is a placeholder: OP_STORE neither clips nor projects.
-    fld = _Field(N, M, K, L, len(zw), len(xw), o["dtype"], o["tpb"], o["min_terms"], 1.0)
+    fld = _Field(N, M, K, L, len(zw), len(xw), o["dtype"], o["tpb"], o["min_terms"], 1.0,
+                 loss=code, P=P, lam=lam)
     f = fld.f
+    to = lambda a: cuda.to_device(np.ascontiguousarray(a, dtype=f))  # noqa: E731
     fld.set_weights(zw, xw)
-    th = cuda.to_device(theta.reshape(N * K, L2).astype(f))
-    om = cuda.to_device(omega.astype(f))
-    zT = cuda.to_device(np.ascontiguousarray(z.T, dtype=f))
-    xT = cuda.to_device(np.ascontiguousarray(x.T, dtype=f))
+    th = to(theta.reshape(N * K, L2))
+    om = to(omega)
+    zT, xT = to(z.T), to(x.T)
+    noise = None if z_noise is None else (to(z_noise.T), f(1.0))
+    pen = (to(zp.T), to(xp.T), to(eps), to(wp)) if P else None
     vt = cuda.device_array_like(th)
     vo = cuda.device_array_like(om)
-    z0 = f(0)
-    store = lambda out: (OP_STORE, out, fld.dummy, fld.dummy, fld.dummy,  # noqa: E731
-                         z0, z0, 0, z0, z0, z0)
-    fld.evaluate(th, om, zT, xT, crit=store(vo), gen=store(vt))
+    fld.evaluate(th, om, zT, xT, crit=fld.update(OP_STORE, vo), gen=fld.update(OP_STORE, vt),
+                 noise=noise, pen=pen)
     return (vt.copy_to_host().reshape(theta.shape).astype(np.float64),
             vo.copy_to_host().astype(np.float64))
 
@@ -570,13 +442,15 @@ def velocity(theta: np.ndarray, omega: np.ndarray, z: np.ndarray, zw: np.ndarray
 
 
 class CudaRunner(Runner):
-    """Advances a state on the GPU with the update rules of ``_NumbaRunner``.
+    """Advances a state on the GPU with the update rules of the CPU runners.
 
-    Set-up (scales, quadrature, batch weights, RMSProp state) is :class:`~meanfield_gan.engines.base.Runner`'s; the
-    particles, the optimiser state and the quadrature are copied to the device once.
-    ``advance(n, Zs, Xs)`` copies the block of SGD batches ``Zs (n, slots, L, m)``,
-    ``Xs (n, slots, K, m)`` to the device once and runs ``n`` steps without synchronising,
-    except to read the NaN/Inf flag every ``check_every`` steps (so after a NaN/Inf up to
+    Set-up (scales, quadrature, batch weights, optimiser state, penalty triples and noise
+    nodes) is :class:`~meanfield_gan.engines.base.Runner`'s; the particles, the optimiser
+    state and the quadrature are copied to the device once.  ``advance(n, Zs, Xs, extra)``
+    copies the block of SGD batches ``Zs (n, slots, L, m)``, ``Xs (n, slots, K, m)`` (noisy
+    data formed on the host when there is instance noise) and the driver's noise and penalty
+    draws ``extra`` to the device once and runs ``n`` steps without synchronising, except to
+    read the NaN/Inf flag every ``check_every`` steps (so after a NaN/Inf up to
     ``check_every - 1`` further steps run on the device before it stops; it reports the
     first bad step exactly).  ``options``: see :func:`make_runner`.
     """
@@ -587,108 +461,182 @@ class CudaRunner(Runner):
         super().__init__(problem, state, scheme)
         if self.rule not in RULES:
             raise ValueError(f"the cuda engine has no step rule {self.rule!r}")
-        if (problem.loss != "wasserstein" or problem.instance_noise > 0
-                or problem.gradient_penalty > 0):
-            raise ValueError("the cuda engine has the wasserstein objective without noise or "
-                             "penalty only so far")
-        self.rho = self.hyper.get("rho", 0.0)
-        self.eps = self.hyper.get("eps", 1.0)
-        self.sq_t, self.sq_o = self.opt.get("theta_sq"), self.opt.get("omega_sq")
         N, M, K, L = state.N, state.M, problem.K, problem.L
         self.shape = (N, K, L + 2)
-        B = scheme.batch_size if scheme.stochastic else None
-        Bz = B if B else self.zT.shape[1]
-        Bx = B if B else self.xT.shape[1]
+        self.noise = problem.instance_noise > 0
+        self.pen_lam = problem.gradient_penalty
+        E = None
+        if self.noise and not scheme.stochastic:
+            # the tensor product (node, noise node) of MODEL.md 7, ordered as the CPU engines
+            # order it: node-major, noise node fastest; E holds the offsets of every column
+            e, we = self._noise_nodes
+            nq = len(we)
+            E = np.concatenate([np.tile(e.T, (1, self.zT.shape[1])),
+                                np.tile(e.T, (1, self.xT.shape[1]))], axis=1)
+            self.zT = np.repeat(self.zT, nq, axis=1)
+            self.xT = np.repeat(self.xT, nq, axis=1)
+            self.zw = np.outer(self.zw, we).ravel()
+            self.xw = np.outer(self.xw, we).ravel()
+        Bz, Bx = self.node_counts(scheme)
+        P = 0
+        if self.pen_lam > 0:
+            P = scheme.batch_size if scheme.stochastic else len(self._penalty_nodes[3])
         fld = self.field = _Field(N, M, K, L, Bz, Bx, o["dtype"], o["tpb"], o["min_terms"],
-                                  self.clip)
+                                  self.clip, loss=LOSS_CODES[problem.loss], P=P, lam=self.pen_lam)
         f = self.f = fld.f
         self.check_every = o["check_every"]
         fld.set_weights(self.zw, self.xw)
-        to = lambda a: cuda.to_device(np.ascontiguousarray(a, dtype=f))  # noqa: E731
+        self._to = to = lambda a: cuda.to_device(np.ascontiguousarray(a, dtype=f))  # noqa: E731
         self.d_th = to(self.theta.reshape(N * K, L + 2))
         self.d_om = to(self.omega)
         self.d_zT = to(self.zT)
         self.d_xT = to(self.xT)
-        d = fld.dummy
-        if self.rule == "rmsprop":
-            self.d_sqt = to(self.sq_t.reshape(N * K, L + 2))
-            self.d_sqo = to(self.sq_o)
-        else:
-            self.d_sqt = self.d_sqo = d
+        self.d_E = None if E is None else to(E)
+        self._pen = None
+        if P and not scheme.stochastic:
+            zp, xp, eps, wp = self._penalty_nodes
+            self._pen = (to(zp.T), to(xp.T), to(eps), to(wp))
+        elif P:
+            self.d_wp = to(np.full(P, 1.0 / P))
+        self.d_opt = {key: to(v.reshape(N * K, L + 2) if key.startswith("theta_") else v)
+                      for key, v in self.opt.items()}
         # The device holds the state from here on: drop the host copies, which would go stale.
-        self.theta = self.omega = self.sq_t = self.sq_o = self.opt = None
+        self.theta = self.omega = self.opt = None
+        self._done = 0  # steps taken by this runner (the flag records these indices)
+        self._bad = -1
+        self._specs(scheme)
+
+    def _specs(self, scheme) -> None:
+        """The finishing operations of each evaluation of a step (see :class:`_Update`)."""
+        fld, h = self.field, self.hyper
+        dt, gdt = self.dt, self.gdt
+        ot = [self.d_opt.get(f"theta_{k}") for k in scheme.opt_keys] + [None, None]
+        oo = [self.d_opt.get(f"omega_{k}") for k in scheme.opt_keys] + [None, None]
+        self.adam = "beta1" in h
         if self.rule == "heun":
             self.d_th2 = cuda.device_array_like(self.d_th)
             self.d_om2 = cuda.device_array_like(self.d_om)
-            self.d_v1t = cuda.device_array_like(self.d_th)
-            self.d_v1o = cuda.device_array_like(self.d_om)
-        self._done = 0  # steps taken by this runner (the flag records absolute indices)
-        self._bad = -1
-        z0 = f(0)
-        rho, omr, eps = f(self.rho), f(1.0 - self.rho), f(self.eps)
-        dt, gdt, cdt = f(self.dt), f(self.gdt), f(self.crit_dt)
-        # finish() specs: (op, y, y2, v1, sq, h, hh, do_clip, rho, omr, eps)
-        if self.rule == "rmsprop":
-            self._crit = (OP_RMS, self.d_om, d, d, self.d_sqo, gdt, z0, 1, rho, omr, eps)
-            self._gen = (OP_RMS, self.d_th, d, d, self.d_sqt, dt, z0, 0, rho, omr, eps)
-        elif self.rule == "heun":
-            self._crit1 = (OP_HEUN1, self.d_om, self.d_om2, self.d_v1o, d, gdt, z0, 1, z0, z0, z0)
-            self._gen1 = (OP_HEUN1, self.d_th, self.d_th2, self.d_v1t, d, dt, z0, 0, z0, z0, z0)
-            self._crit2 = (OP_HEUN2, self.d_om, d, self.d_v1o, d, z0, f(0.5 * self.gdt), 1, z0,
-                           z0, z0)
-            self._gen2 = (OP_HEUN2, self.d_th, d, self.d_v1t, d, z0, f(0.5 * self.dt), 0, z0,
-                          z0, z0)
-        elif self.rule == "sgd_alt":
-            self._crit = (OP_AXPY, self.d_om, d, d, d, cdt, z0, 1, z0, z0, z0)
-            self._gen = (OP_AXPY, self.d_th, d, d, d, dt, z0, 0, z0, z0, z0)
-        else:  # EULER, SGD: theta += dt v_theta;  omega = clip(omega + gamma_c dt v_omega)
-            self._crit = (OP_AXPY, self.d_om, d, d, d, gdt, z0, 1, z0, z0, z0)
-            self._gen = (OP_AXPY, self.d_th, d, d, d, dt, z0, 0, z0, z0, z0)
+            v1t = cuda.device_array_like(self.d_th)
+            v1o = cuda.device_array_like(self.d_om)
+            self._crit1 = fld.update(OP_HEUN1, self.d_om, gdt, y2=self.d_om2, v1=v1o,
+                                     do_clip=True)
+            self._gen1 = fld.update(OP_HEUN1, self.d_th, dt, y2=self.d_th2, v1=v1t)
+            self._crit2 = fld.update(OP_HEUN2, self.d_om, v1=v1o, hh=0.5 * gdt, do_clip=True)
+            self._gen2 = fld.update(OP_HEUN2, self.d_th, v1=v1t, hh=0.5 * dt)
+            return
+        # alternating rules: each critic update is a step of lr/M; simultaneous: gamma_c dt
+        ch = self.crit_dt if self.rule in ("sgd_alt", "adam_alt") else gdt
+        if "rho" in h:
+            kw = dict(r1=h["rho"], eps=h["eps"])
+            op = OP_RMS
+        elif self.adam:
+            kw = dict(r1=h["beta1"], r2=h["beta2"], eps=h["eps"])
+            op = OP_ADAM
+        else:
+            kw, op = {}, OP_AXPY
+        self._crit = fld.update(op, self.d_om, ch, sq=oo[0], sq2=oo[1], do_clip=True, **kw)
+        self._gen = fld.update(op, self.d_th, dt, sq=ot[0], sq2=ot[1], **kw)
 
-    def _step(self, s: int, dZ, dX, step: int) -> None:
-        RULES[self.rule](self, s, dZ, dX, step)
+    def _at(self, u: _Update, k: int) -> _Update:
+        """``u`` at Adam's ``k``-th update (its bias corrections ``1 / (1 - beta^k)``)."""
+        if not self.adam:
+            return u
+        h, f = self.hyper, self.f
+        return u._replace(c1=f(1.0 / (1.0 - h["beta1"] ** k)),
+                          c2=f(1.0 / (1.0 - h["beta2"] ** k)))
 
-    def _euler(self, s, dZ, dX, step):
-        self.field.evaluate(self.d_th, self.d_om, self.d_zT, self.d_xT, self._crit, self._gen,
-                            step)
+    def _nodes(self, blk, t: int, zslot: int, xslot: int):
+        """``(zT, xT, noise, pen)`` of an evaluation at step ``t`` of the block (see
+        :meth:`_Field.evaluate`): the quadrature of a deterministic scheme (noise offsets
+        scaled by the step's ``sigma_n``, fixed penalty triples), or the SGD batches of the
+        slots (noise drawn and scaled on the host; the penalty on the batch's own clean
+        pairs with their ``eps``)."""
+        if blk.Z is None:
+            noise = (self.d_E, self.f(blk.sig[t])) if self.noise else None
+            return self.d_zT, self.d_xT, noise, self._pen
+        zT = blk.Z[t, zslot]
+        noise = (blk.En[t, zslot], self.field._one) if self.noise else None
+        pen = None
+        if self.pen_lam > 0:
+            pen = (zT, blk.Xc[t, xslot], blk.Eps[t, xslot], self.d_wp)
+        return zT, blk.X[t, xslot], noise, pen
 
-    def _sgd(self, s, dZ, dX, step):  # simultaneous SGD and RMSProp
-        self.field.evaluate(self.d_th, self.d_om, dZ[s, 0], dX[s, 0], self._crit, self._gen, step)
+    def _simultaneous(self, t, blk, step):  # projected Euler, SGD, RMSProp, Adam
+        zT, xT, noise, pen = self._nodes(blk, t, 0, 0)
+        k = self.step + t + 1
+        gen = None if self.frozen else self._at(self._gen, k)
+        self.field.evaluate(self.d_th, self.d_om, zT, xT, self._at(self._crit, k), gen, step,
+                            noise, pen)
 
-    def _heun(self, s, dZ, dX, step):
+    def _heun(self, t, blk, step):
         fld = self.field
-        fld.evaluate(self.d_th, self.d_om, self.d_zT, self.d_xT, self._crit1, self._gen1, step)
-        fld.evaluate(self.d_th2, self.d_om2, self.d_zT, self.d_xT, self._crit2, self._gen2, step)
+        zT, xT, noise, pen = self._nodes(blk, t, 0, 0)
+        fld.evaluate(self.d_th, self.d_om, zT, xT, self._crit1, self._gen1, step, noise, pen)
+        fld.evaluate(self.d_th2, self.d_om2, zT, xT, self._crit2, self._gen2, step, noise, pen)
 
-    def _sgd_alternating(self, s, dZ, dX, step):
-        # n_critic critic steps with fresh batches, then one generator step
-        n_critic = dX.shape[1]
+    def _alternating(self, t, blk, step):
+        # n_critic critic updates with fresh batches, then one generator update
+        n_critic = self.scheme.n_critic
+        run_step = self.step + t
         for c in range(n_critic):
-            self.field.evaluate(self.d_th, self.d_om, dZ[s, c], dX[s, c], crit=self._crit,
-                                step=step)
-        self.field.evaluate(self.d_th, self.d_om, dZ[s, n_critic], dX[s, 0], gen=self._gen,
-                            step=step)
+            zT, xT, noise, pen = self._nodes(blk, t, c, c)
+            self.field.evaluate(self.d_th, self.d_om, zT, xT,
+                                crit=self._at(self._crit, run_step * n_critic + c + 1),
+                                step=step, noise=noise, pen=pen)
+        if not self.frozen:
+            zT, xT, noise, _ = self._nodes(blk, t, n_critic, 0)
+            self.field.evaluate(self.d_th, self.d_om, zT, xT,
+                                gen=self._at(self._gen, run_step + 1), step=step, noise=noise)
+
+    def _block(self, n: int, Zs, Xs, extra: dict) -> SimpleNamespace:
+        """The device arrays of a block of ``n`` steps (batches, noise, penalty draws)."""
+        blk = SimpleNamespace(Z=None, X=None, Xc=None, En=None, Eps=None, sig=None)
+        p = self.problem
+        if self.noise:
+            blk.sig = np.array([p.noise_at((self.step + s) * self.dt) for s in range(n)])
+        if not self.scheme.stochastic:
+            return blk
+        need = (["gen_noise", "data_noise"] if self.noise else []) + (
+            ["eps"] if self.pen_lam > 0 else [])
+        missing = [key for key in need if key not in extra]
+        if missing:
+            raise ValueError(f"advance: instance noise and the gradient penalty need the "
+                             f"driver's draws; missing {', '.join(missing)}")
+        to = self._to
+        blk.Z = to(Zs[:n])
+        if self.noise:
+            sig = blk.sig[:, None, None, None]
+            blk.X = to(Xs[:n] + sig * extra["data_noise"][:n])
+            blk.En = to(sig * extra["gen_noise"][:n])
+        else:
+            blk.X = to(Xs[:n])
+        if self.pen_lam > 0:
+            # the penalty's pairs are the clean batches (MODEL.md section 7)
+            blk.Xc = to(Xs[:n]) if self.noise else blk.X
+            blk.Eps = to(extra["eps"][:n])
+        return blk
 
     def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None,
                 extra: dict | None = None) -> int:
         """Take ``n`` steps; return ``n``, or the steps completed before a NaN/Inf appeared."""
         if self._bad >= 0:
             return 0
-        dZ = dX = None
-        if self.scheme.stochastic:
-            dZ = cuda.to_device(np.ascontiguousarray(Zs[:n], dtype=self.f))
-            dX = cuda.to_device(np.ascontiguousarray(Xs[:n], dtype=self.f))
+        blk = self._block(n, Zs, Xs, extra or {})
+        rule = RULES[self.rule]
         s = 0
         while s < n:
             stop = min(n, s + self.check_every)
             for t in range(s, stop):
-                self._step(t, dZ, dX, self._done + t)
+                rule(self, t, blk, self._done + t)
             s = stop
             bad = int(self.field.flag.copy_to_host()[0])
             if bad >= 0:
                 self._bad = bad
-                return bad - self._done
+                done = bad - self._done
+                self.step += done
+                return done
         self._done += n
+        self.step += n
         return n
 
     def particles(self) -> tuple[np.ndarray, np.ndarray]:
@@ -697,15 +645,19 @@ class CudaRunner(Runner):
                 self.d_om.copy_to_host().astype(np.float64))
 
     def opt_state(self) -> dict[str, np.ndarray]:
-        if self.rule == "rmsprop":
-            return {"theta_sq": self.d_sqt.copy_to_host().reshape(self.shape).astype(np.float64),
-                    "omega_sq": self.d_sqo.copy_to_host().astype(np.float64)}
-        return {}
+        """The optimiser state as float64 host arrays (``theta_sq``, or ``theta_m``,
+        ``theta_v``, ``omega_m``, ``omega_v`` for Adam; copied from the device)."""
+        return {key: (v.copy_to_host().reshape(self.shape) if key.startswith("theta_")
+                      else v.copy_to_host()).astype(np.float64)
+                for key, v in self.d_opt.items()}
 
 
-#: One method per step rule (``Scheme.rule``); the update itself is the ``finish`` spec.
-RULES = {"euler": CudaRunner._euler, "sgd": CudaRunner._sgd, "rmsprop": CudaRunner._sgd,
-         "heun": CudaRunner._heun, "sgd_alt": CudaRunner._sgd_alternating}
+#: One method per step rule (``Scheme.rule``); the update itself is the finishing
+#: :class:`_Update` of each evaluation.
+RULES = {"euler": CudaRunner._simultaneous, "sgd": CudaRunner._simultaneous,
+         "rmsprop": CudaRunner._simultaneous, "adam": CudaRunner._simultaneous,
+         "heun": CudaRunner._heun, "sgd_alt": CudaRunner._alternating,
+         "adam_alt": CudaRunner._alternating}
 
 
 def make_runner(problem, state, scheme, **options) -> CudaRunner:

@@ -109,9 +109,10 @@ def build(jit: Callable, exp: Callable, one: float = 1.0) -> SimpleNamespace:
     -------
     SimpleNamespace
         ``sigmoid(u)``, ``dsigmoid(s)`` (``s (1 - s)`` from ``s = sigmoid(u)``),
-        ``unit_preact(P, r, xT, b, D)``, ``clip(v, c)``, ``project(w, v, c)``.  They use no
-        ``min``/``max`` builtins: numba's CUDA target cannot type them (their overload takes
-        ``*args``).
+        ``d2sigmoid(s)`` (``s'' = s' (1 - 2 s)``), ``sigmoid_stable(u)`` (the objectives'
+        weights), ``unit_preact(P, r, xT, b, D)``, ``clip(v, c)``, ``project(w, v, c)``.
+        They use no ``min``/``max`` builtins: numba's CUDA target cannot type them (their
+        overload takes ``*args``).
     """
     zero = one - one  # 0 in the working precision
 
@@ -124,6 +125,20 @@ def build(jit: Callable, exp: Callable, one: float = 1.0) -> SimpleNamespace:
     def dsigmoid(s):
         # s'(u) written through s = s(u): the engines evaluate the exponential once per pair.
         return s * (one - s)
+
+    @jit
+    def d2sigmoid(s):
+        # s''(u) = s'(u) (1 - 2 s(u)), the gradient penalty's second derivative.
+        return s * (one - s) * (one - (one + one) * s)
+
+    @jit
+    def sigmoid_stable(u):
+        # s(u) with exp of a non-positive argument only: relative accuracy in both tails
+        # (s(-700) = 9.9e-305, not 0), for the few objective weights s(+-f) per node.
+        if u >= zero:
+            return one / (one + exp(-u))
+        e = exp(u)
+        return e / (one + e)
 
     @jit
     def unit_preact(P, r, xT, b, D):
@@ -151,5 +166,6 @@ def build(jit: Callable, exp: Callable, one: float = 1.0) -> SimpleNamespace:
             return zero
         return v
 
-    return SimpleNamespace(sigmoid=sigmoid, dsigmoid=dsigmoid, unit_preact=unit_preact,
+    return SimpleNamespace(sigmoid=sigmoid, dsigmoid=dsigmoid, d2sigmoid=d2sigmoid,
+                           sigmoid_stable=sigmoid_stable, unit_preact=unit_preact,
                            clip=clip, project=project)
