@@ -16,7 +16,12 @@ from __future__ import annotations
 from . import fitting, metrics  # noqa: F401  (mfg.metrics.w2_squared, ...)
 from ._version import __version__
 from .core import (
-    critic_output, energy, generator_output, objectives, project_velocity, velocity,
+    critic_output,
+    energy,
+    generator_output,
+    objectives,
+    project_velocity,
+    velocity,
 )
 from .driver import NonFiniteError, Trajectory, simulate
 from .io.config import RunConfig, load_config

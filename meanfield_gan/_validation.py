@@ -113,7 +113,8 @@ def check_particles(theta: Any, omega: Any, K: int | None = None, L: int | None 
     if M < 1:
         raise ValueError("omega: need M >= 1 critic particles")
     if Kt < 1 or L2 < 3:
-        raise ValueError(f"theta must have shape (N, K, L+2) with K >= 1, L >= 1; got {theta.shape}")
+        raise ValueError(f"theta must have shape (N, K, L+2) with K >= 1, L >= 1; "
+                         f"got {theta.shape}")
     if K2 != Kt + 2:
         raise ValueError(f"omega must have shape (M, K+2) = (M, {Kt + 2}) to match theta's "
                          f"K={Kt}; got {omega.shape}")

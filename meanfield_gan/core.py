@@ -10,7 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import (
-    check_nodes, check_omega, check_particles, clip_value, finite_array, nonnegative,
+    check_nodes,
+    check_omega,
+    check_particles,
+    clip_value,
+    finite_array,
+    nonnegative,
 )
 from .engines import BACKENDS, check_backend
 from .engines import reference as _reference

@@ -10,14 +10,19 @@ uninterrupted one would have.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from ._validation import check_particles, positive_int
 from .core import (
-    critic_output, energy, generator_output, objectives, velocity,
+    critic_output,
+    energy,
+    generator_output,
+    objectives,
+    velocity,
 )
 from .engines import check_backend, make_runner
 from .engines.reference import project_velocity as _project
@@ -135,13 +140,15 @@ def draw_extras(problem: Problem, scheme: SGD, seed: int, chunk: int) -> dict[st
     m, K = scheme.batch_size, problem.K
     nz, nx = scheme.latent_slots, scheme.data_slots
     if problem.instance_noise > 0:
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(chunk, 1))))
+        rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(chunk, 1))))
         out["gen_noise"] = np.ascontiguousarray(
             rng.standard_normal((CHUNK_STEPS, nz, m, K)).transpose(0, 1, 3, 2))
         out["data_noise"] = np.ascontiguousarray(
             rng.standard_normal((CHUNK_STEPS, nx, m, K)).transpose(0, 1, 3, 2))
     if problem.gradient_penalty > 0:
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(chunk, 2))))
+        rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(chunk, 2))))
         out["eps"] = rng.random((CHUNK_STEPS, nx, m))
     return out
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 __all__ = ["map_tasks", "executor_from_scheduler"]
 
@@ -59,7 +60,8 @@ def executor_from_scheduler(address: str) -> Executor:
     try:
         client = Client(address)
     except OSError as exc:
-        raise ValueError(f"scheduler: cannot reach a Dask scheduler at {address!r} ({exc})") from None
+        raise ValueError(f"scheduler: cannot reach a Dask scheduler at {address!r} "
+                         f"({exc})") from None
     return _ClientExecutor(client)
 
 
@@ -116,7 +118,8 @@ def map_tasks(
             return out
         own = executor is None or executor == "processes"
         if isinstance(executor, str) and not own:
-            raise ValueError(f"executor: unknown executor {executor!r} (use 'serial', 'processes' or an Executor)")
+            raise ValueError(f"executor: unknown executor {executor!r} "
+                             "(use 'serial', 'processes' or an Executor)")
         ex = (
             ProcessPoolExecutor(
                 max_workers=max_workers or os.cpu_count() or 1,

@@ -1,4 +1,7 @@
-"""Coagulation of the critic at the boundary of Q (MODEL.md section 4.3): ``meanfield-gan coagulation``."""
+"""Coagulation of the critic at the boundary of Q (MODEL.md section 4.3).
+
+The ``meanfield-gan coagulation`` study.
+"""
 from __future__ import annotations
 
 import json

@@ -82,13 +82,15 @@ def _drop(path):
     (_set("problem.quadrature_size", 0),
      "problem.quadrature_size: must be a positive integer, got 0"),
     (_set("problem.K", 0), "problem.K: must be a positive integer, got 0"),
-    (_set("run.backend", "fortran"), 'run.backend: must be one of numpy, numba, cuda; got "fortran"'),
+    (_set("run.backend", "fortran"),
+     'run.backend: must be one of numpy, numba, cuda; got "fortran"'),
     (_set("scheme.kind", "sgdm"),
      'scheme.kind: must be one of sgd, rmsprop, adam, euler, heun; got "sgdm"'),
     (_set("problem.latent", {"kind": "cauchy"}), "problem.latent.kind: must be one of normal"),
     (_set("problem.target.kind", "gan"), "problem.target.kind: must be one of"),
     (_set("run.record", 0), "run.record: must be a positive integer, got 0"),
-    (_set("run.record", [0.0, 2.0]), "run.record: record times must lie in [0, t_end = 1.0], got 2.0"),
+    (_set("run.record", [0.0, 2.0]),
+     "run.record: record times must lie in [0, t_end = 1.0], got 2.0"),
     (_set("run.record", "often"), "run.record: must be an integer"),
     (_set("run.t_end", 0.01), "run.t_end: must be at least one step (dt = 0.125)"),
     (_set("run.progress", "yes"), 'run.progress: must be true, false or "auto"'),
@@ -111,7 +113,8 @@ def _drop(path):
      "problem.target.weights: must be finite, non-negative and not all zero"),
     (_set("problem.target.weights", [1.0, -1.0]),
      "problem.target.weights: must be finite, non-negative"),
-    (_set("reference", {"distance": "w5"}), 'reference.distance: must be one of exact, coupling, sliced'),
+    (_set("reference", {"distance": "w5"}),
+     'reference.distance: must be one of exact, coupling, sliced'),
     (_set("reference", {"refine": 0}), "reference.refine: must be a positive integer, got 0"),
 ])
 def test_bad_values_give_one_line_naming_the_key(mutate, expected):
@@ -124,7 +127,8 @@ def test_unknown_key_in_every_section(section):
     def mutate(d):
         t = d
         for k in filter(None, section.split(".")):
-            t = t.setdefault(k, {"kind": "normal"} if k in ("latent", "generator", "critic") else {})
+            t = t.setdefault(
+                k, {"kind": "normal"} if k in ("latent", "generator", "critic") else {})
         t["colour"] = "blue"
     msg = _error(mutate)
     key = f"{section}.colour" if section else "colour"
@@ -155,8 +159,10 @@ def test_defaults_are_filled_in():
     cfg = _cfg(lambda d: d["problem"].update(clip=2.0))
     assert cfg.problem.latent.kind == "normal"
     assert cfg.problem.quadrature_size == 256
-    assert (cfg.init.critic.kind, cfg.init.critic.low, cfg.init.critic.high) == ("uniform", -1.0, 1.0)
-    assert (cfg.init.generator.kind, cfg.init.generator.loc, cfg.init.generator.scale) == ("normal", 0.0, 1.0)
+    assert ((cfg.init.critic.kind, cfg.init.critic.low, cfg.init.critic.high)
+            == ("uniform", -1.0, 1.0))
+    assert ((cfg.init.generator.kind, cfg.init.generator.loc, cfg.init.generator.scale)
+            == ("normal", 0.0, 1.0))
     assert (cfg.scheme.n_critic, cfg.scheme.batch_size, cfg.scheme.alternating) == (1, 1, False)
     assert cfg.run.checkpoint_every == 1000 and cfg.run.progress == "auto"
     assert cfg.reference is None
@@ -195,11 +201,13 @@ def test_data_target_from_files_and_inline(tmp_path):
     d["problem"].update(K=2, target={"kind": "data", "path": "../pts.npy"})
     d["problem"]["K"] = 3
     (sub / "bad.toml").write_text(dumps_toml(d))
-    with pytest.raises(ConfigError, match=r"^problem.target.path: .* must have shape \(n, K\) = \(n, 3\)"):
+    with pytest.raises(ConfigError,
+                       match=r"^problem.target.path: .* must have shape \(n, K\) = \(n, 3\)"):
         load_config(sub / "bad.toml")
     with pytest.raises(ConfigError, match="^problem.target.path: no such file"):
         _cfg(_set("problem.target", {"kind": "data", "path": "missing.npy"}), tmp_path)
-    with pytest.raises(ConfigError, match="^problem.target: kind = \"data\" needs exactly one of path or data"):
+    with pytest.raises(ConfigError,
+                       match="^problem.target: kind = \"data\" needs exactly one of path or data"):
         _cfg(_set("problem.target", {"kind": "data"}))
     inline = _cfg(_set("problem.target", {"kind": "data", "data": [0.5, -0.5, 1.5]}))
     np.testing.assert_array_equal(inline.problem.target.array, [[0.5], [-0.5], [1.5]])
@@ -219,7 +227,8 @@ def test_build_gives_the_objects_simulate_takes():
     assert isinstance(ref, mfg.ProjectedEuler) and not isinstance(ref, mfg.ProjectedHeun)
     assert ref.dt() == pytest.approx(scheme.dt(4) / 4)
     assert ref.gamma_c() == pytest.approx(scheme.gamma_c(4, 3))
-    heun = _cfg(_set("scheme", {"kind": "heun", "time_step": 0.01, "critic_scale": 3.0, "n_latent": 8}))
+    heun = _cfg(_set("scheme", {"kind": "heun", "time_step": 0.01, "critic_scale": 3.0,
+                                "n_latent": 8}))
     _, _, s = heun.build()
     assert isinstance(s, mfg.ProjectedHeun) and (s.dt(), s.gamma_c(), s.n_latent) == (0.01, 3.0, 8)
     rms = _cfg(_set("scheme", {"kind": "rmsprop", "lr": 0.1, "rho": 0.5}))
@@ -253,7 +262,8 @@ def test_with_backend_and_canonical_text():
      "problem.gradient_penalty: must be finite and >= 0, got -1.0"),
     (lambda d: d["problem"].update(loss="minimax", gradient_penalty=10.0),
      "problem.gradient_penalty: goes with loss 'wasserstein' only; got loss 'minimax'"),
-    (_set("problem.clip", float("-inf")), "problem.clip: must be > 0 (or inf for no box), got -inf"),
+    (_set("problem.clip", float("-inf")),
+     "problem.clip: must be > 0 (or inf for no box), got -inf"),
     (_set("scheme", {"kind": "adam", "beta1": 1.0}), "scheme.beta1: must be in [0, 1), got 1.0"),
     (_set("scheme", {"kind": "adam", "beta1": -0.5}), "scheme.beta1: must be in [0, 1), got -0.5"),
     (_set("scheme", {"kind": "adam", "beta2": 1.5}), "scheme.beta2: must be in [0, 1), got 1.5"),

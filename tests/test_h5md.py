@@ -11,16 +11,17 @@ import pytest
 import xarray
 
 import meanfield_gan as mfg
+from meanfield_gan.driver import record_steps
 from meanfield_gan.io.config import dumps_toml, loads_config
 from meanfield_gan.io.h5md import H5MDWriter, critic_labels, generator_labels, load, read_checkpoint
 from meanfield_gan.io.runfile import run_config
-from meanfield_gan.driver import record_steps
 
 K, L, N, M = 2, 1, 5, 3
 
 CONFIG = {
     "problem": {"K": K, "L": L, "clip": 0.8, "quadrature_size": 64,
-                "target": {"kind": "gaussian_mixture", "means": [[-1.0, 0.0], [1.0, 0.5]], "scales": 0.3}},
+                "target": {"kind": "gaussian_mixture", "means": [[-1.0, 0.0], [1.0, 0.5]],
+                           "scales": 0.3}},
     "init": {"N": N, "M": M, "seed": 2},
     "scheme": {"kind": "sgd", "lr": 0.5, "batch_size": 2},
     "run": {"t_end": 3.0, "record": 6, "seed": 5, "backend": "numpy", "checkpoint_every": 4,
@@ -39,7 +40,8 @@ def _config(**sections):
 def run_file(tmp_path_factory):
     """A complete tiny run (numpy engine) with a reference run alongside."""
     path = tmp_path_factory.mktemp("h5md") / "run.h5"
-    cfg = _config(reference={"kind": "heun", "refine": 2, "distance": "exact", "record_particles": True})
+    cfg = _config(reference={"kind": "heun", "refine": 2, "distance": "exact",
+                             "record_particles": True})
     res = run_config(cfg, path, progress=False)
     assert res.complete and res.records == 7
     return path, cfg
@@ -62,7 +64,8 @@ def test_h5md_required_groups_and_attributes(run_file):
         assert f["h5md/creator"].attrs["version"] == mfg.__version__
         T = 7
         for group, n, d in (("generator", N, K * (L + 2)), ("critic", M, K + 2),
-                            ("reference_generator", N, K * (L + 2)), ("reference_critic", M, K + 2)):
+                            ("reference_generator", N, K * (L + 2)),
+                            ("reference_critic", M, K + 2)):
             pos = f[f"particles/{group}/position"]
             assert pos["value"].shape == (T, n, d)
             assert pos["step"].shape == (T,) and pos["step"].dtype.kind == "i"
@@ -75,7 +78,8 @@ def test_h5md_required_groups_and_attributes(run_file):
             assert v.chunks is not None and v.compression == "gzip" and v.maxshape[0] is None
         np.testing.assert_array_equal(f["particles/critic/box/edges"][...], np.full(K + 2, 1.6))
         np.testing.assert_array_equal(f["particles/critic/box/offset"][...], np.full(K + 2, -0.8))
-        assert [s.decode() for s in f["particles/generator/coordinate"][...]] == generator_labels(K, L)
+        assert ([s.decode() for s in f["particles/generator/coordinate"][...]]
+                == generator_labels(K, L))
         assert [s.decode() for s in f["particles/critic/coordinate"][...]] == critic_labels(K)
         for name in ("psi", "critic_boundary_fraction", "d2_squared", "coupling_squared"):
             obs = f[f"observables/{name}"]
@@ -162,7 +166,8 @@ def test_load_matches_an_in_memory_simulation(run_file):
     d2 = run.observables["d2_squared"]
     assert d2[0] == 0.0 and np.all(d2[1:] > 0)
     assert np.all(d2 <= run.observables["coupling_squared"] + 1e-15)  # W2 <= natural coupling
-    expected = mfg.metrics.pair_distance(traj.theta[-1], traj.omega[-1], rtraj.theta[-1], rtraj.omega[-1])
+    expected = mfg.metrics.pair_distance(traj.theta[-1], traj.omega[-1],
+                                         rtraj.theta[-1], rtraj.omega[-1])
     assert d2[-1] == pytest.approx(expected, rel=1e-12)
     light = load(path, particles=False)  # mfg.load forwards only the path
     assert light.theta is None and light.observables.keys() == run.observables.keys()
@@ -174,7 +179,8 @@ def test_load_matches_an_in_memory_simulation(run_file):
 def _state(step, seed):
     rng = np.random.default_rng(seed)
     return mfg.State(rng.normal(size=(N, K, L + 2)), rng.uniform(-0.8, 0.8, (M, K + 2)), step,
-                     step * 0.1, {"theta_sq": rng.random((N, K, L + 2)), "omega_sq": rng.random((M, K + 2))})
+                     step * 0.1, {"theta_sq": rng.random((N, K, L + 2)),
+                                  "omega_sq": rng.random((M, K + 2))})
 
 
 def _same_state(a, b):
@@ -225,7 +231,8 @@ def test_truncate_drops_records_after_a_step(tmp_path):
     with _new_writer(path) as w:
         for step in range(0, 12, 2):
             st = _state(step, step)
-            w.record(step, step * 0.1, st.theta, st.omega, {"psi": step / 10, "critic_boundary_fraction": 0.0})
+            w.record(step, step * 0.1, st.theta, st.omega,
+                     {"psi": step / 10, "critic_boundary_fraction": 0.0})
         assert w.truncate(5) == 3
         assert w.read_checkpoint() is None
     with h5py.File(path, "r") as f:

@@ -9,10 +9,10 @@ import pytest
 
 from meanfield_gan import metrics
 from meanfield_gan.cli import main
+from meanfield_gan.driver import simulate
 from meanfield_gan.io.config import ConfigError
 from meanfield_gan.model.problem import initial_state
 from meanfield_gan.model.schemes import SGD, ProjectedEuler
-from meanfield_gan.driver import simulate
 from meanfield_gan.studies.rate import (
     _INIT,
     _rng,
@@ -94,7 +94,8 @@ def test_user_file_overrides_defaults_and_replaces_target(tiny):
     ("[problem.target]\nkind = 'dirac_mixture'\npoints = [[1.0]]\nmeans = [[0.0]]",
      "problem.target.means: unknown key"),
     ("[init]\ncritic = {kind = 'uniform', low = 1.0, high = 0.0}", "init.critic.high"),
-    ("[euler_order]\ninterior = {t_end = 1.0, gamma = 1.0}", "euler_order.interior.gamma: unknown key"),
+    ("[euler_order]\ninterior = {t_end = 1.0, gamma = 1.0}",
+     "euler_order.interior.gamma: unknown key"),
     ("[iid]\nN_ref = 100", "iid.N_ref: must be at least 4 times"),
     ("[rate\nseeds = 3", "invalid TOML"),
 ])
@@ -132,7 +133,8 @@ def test_study_numbers_are_the_documented_runs(tiny, serial_result):
     problem = tiny.problem_instance()
     state = initial_state(problem, N, tiny.M(N), seed=_rng(tiny.seed, _INIT, N, s))
     sgd = SGD(lr=tiny.lr, n_critic=tiny.n_critic, batch_size=tiny.batch_size)
-    a = simulate(problem, state, sgd, tiny.t_end, seed=int(res.sgd_seeds[i, s, r]), observables=False)
+    a = simulate(problem, state, sgd, tiny.t_end, seed=int(res.sgd_seeds[i, s, r]),
+                 observables=False)
     b = simulate(problem, state, ProjectedEuler.matching(sgd, N, N), tiny.t_end, observables=False)
     np.testing.assert_allclose(res.coupling_generator[i, s, r, -1],
                                metrics.coupling_squared(a.state.theta, b.state.theta), rtol=1e-10)
@@ -201,7 +203,8 @@ def test_cli_writes_json_h5_png_with_the_api_keys(tmp_path, capsys):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY)
     out = tmp_path / "out"
-    assert main(["rate", "--quick", str(cfg), "-o", str(out), "--serial", "--euler-order", "--iid"]) == 0
+    assert main(["rate", "--quick", str(cfg), "-o", str(out), "--serial",
+                 "--euler-order", "--iid"]) == 0
     printed = capsys.readouterr().out
     assert "slope" in printed and str(out / "rate.json") in printed
     doc = json.loads((out / "rate.json").read_text())

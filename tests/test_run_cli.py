@@ -66,8 +66,10 @@ def _put(section, key, value):
 BAD = [
     ("top-level unknown section", _put("", "solver", {}), "solver: unknown section"),
     ("unknown key in problem", _put("problem", "dim", 3), "problem.dim: unknown key"),
-    ("unknown key in problem.target", _put("problem.target", "sigma", 1.0), "problem.target.sigma: unknown key"),
-    ("unknown key in problem.latent", _put("problem.latent", "df", 3), "problem.latent.df: unknown key"),
+    ("unknown key in problem.target", _put("problem.target", "sigma", 1.0),
+     "problem.target.sigma: unknown key"),
+    ("unknown key in problem.latent", _put("problem.latent", "df", 3),
+     "problem.latent.df: unknown key"),
     ("unknown key in init", _put("init", "P", 3), "init.P: unknown key"),
     ("unknown key in scheme", _put("scheme", "momentum", 0.9), "scheme.momentum: unknown key"),
     ("unknown key in run", _put("run", "t_final", 3.0), "run.t_final: unknown key"),
@@ -75,11 +77,15 @@ BAD = [
     ("wrong type", _put("init", "N", "four"), 'init.N: must be an integer, got "four"'),
     ("lr < 0", _put("scheme", "lr", -1), "scheme.lr: must be finite and > 0, got -1"),
     ("lr = 0", _put("scheme", "lr", 0), "scheme.lr: must be finite and > 0, got 0"),
-    ("clip = 0", _put("problem", "clip", 0.0), "problem.clip: must be > 0 (or inf for no box), got 0.0"),
-    ("clip < 0", _put("problem", "clip", -1.0), "problem.clip: must be > 0 (or inf for no box), got -1.0"),
+    ("clip = 0", _put("problem", "clip", 0.0),
+     "problem.clip: must be > 0 (or inf for no box), got 0.0"),
+    ("clip < 0", _put("problem", "clip", -1.0),
+     "problem.clip: must be > 0 (or inf for no box), got -1.0"),
     ("N < 1", _put("init", "N", 0), "init.N: must be a positive integer, got 0"),
-    ("K mismatch", _put("problem", "K", 3), "problem.target.means: each of the means must have K = 3"),
-    ("unknown backend", _put("run", "backend", "opencl"), 'run.backend: must be one of numpy, numba, cuda; got "opencl"'),
+    ("K mismatch", _put("problem", "K", 3),
+     "problem.target.means: each of the means must have K = 3"),
+    ("unknown backend", _put("run", "backend", "opencl"),
+     'run.backend: must be one of numpy, numba, cuda; got "opencl"'),
     ("unknown scheme kind", _put("scheme", "kind", "sgdm"),
      'scheme.kind: must be one of sgd, rmsprop, adam, euler, heun; got "sgdm"'),
 ]
@@ -91,7 +97,8 @@ def test_bad_config_one_line_error_and_no_output(tmp_path, capsys, mutate, expec
     out = tmp_path / "sub" / "run.h5"
     assert main(["run", str(cfg), "-o", str(out)]) == 2
     err = _one_line_error(capsys)
-    assert err == f"meanfield-gan run: error: {expected}" or err.startswith(f"meanfield-gan run: error: {expected}")
+    assert (err == f"meanfield-gan run: error: {expected}"
+            or err.startswith(f"meanfield-gan run: error: {expected}"))
     assert not out.exists() and not out.parent.exists()
 
 
@@ -124,7 +131,8 @@ def test_unavailable_cuda_backend_fails_before_any_file(tmp_path, capsys):
     cfg = _write(tmp_path)
     out = tmp_path / "run.h5"
     assert main(["run", str(cfg), "-o", str(out), "--backend", "cuda"]) == 2
-    assert _one_line_error(capsys).startswith("meanfield-gan run: error: backend: the cuda engine is unavailable")
+    assert _one_line_error(capsys).startswith(
+        "meanfield-gan run: error: backend: the cuda engine is unavailable")
     assert not out.exists()
 
 
@@ -203,11 +211,13 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, capsys):
     # 6000 numpy-engine steps (a second or two); checkpoints every 150 steps, records every 200
     cfg = _write(tmp_path, lambda d: d["run"].update(t_end=750.0, record=30, checkpoint_every=150))
     full, killed = tmp_path / "full.h5", tmp_path / "killed.h5"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     # POT would import torch/jax for its array backends (seconds); numpy arrays do not need them
     env.update({f"POT_BACKEND_DISABLE_{b}": "1" for b in ("PYTORCH", "JAX", "TENSORFLOW", "CUPY")})
-    proc = subprocess.Popen([sys.executable, "-m", "meanfield_gan.cli", "run", str(cfg), "-o", str(killed)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meanfield_gan.cli", "run", str(cfg), "-o", str(killed)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
@@ -295,7 +305,8 @@ def test_resume_without_checkpoint_restarts_and_missing_file_starts(tmp_path):
 # ------------------------------------------------------------------------------------------
 # NaN / Inf
 # ------------------------------------------------------------------------------------------
-def test_non_finite_particles_stop_the_run_keeping_the_last_good_state(tmp_path, capsys, monkeypatch):
+def test_non_finite_particles_stop_the_run_keeping_the_last_good_state(
+        tmp_path, capsys, monkeypatch):
     sim_ref = importlib.import_module("meanfield_gan.engines.reference")
 
     bad_step = 7
@@ -318,7 +329,8 @@ def test_non_finite_particles_stop_the_run_keeping_the_last_good_state(tmp_path,
     out = tmp_path / "nan.h5"
     assert main(["run", str(cfg), "-o", str(out)]) == 1
     err = _one_line_error(capsys)
-    assert err.startswith(f"meanfield-gan run: error: non-finite particle values (NaN/Inf) at step {bad_step} ")
+    assert err.startswith("meanfield-gan run: error: non-finite particle values (NaN/Inf) "
+                          f"at step {bad_step} ")
     assert "last record at step 6" in err and "checkpoint at step 6" in err
     run = mfg.load(out)
     assert not run.complete and f"step {bad_step}" in run.error
@@ -328,6 +340,7 @@ def test_non_finite_particles_stop_the_run_keeping_the_last_good_state(tmp_path,
     # the last good snapshot is the state of an unperturbed run at that step
     monkeypatch.undo()
     problem, state, scheme = load_config(cfg).build()
-    ok = mfg.simulate(problem, state, scheme, 6 * scheme.dt(4), record=None, seed=1, backend="numpy")
+    ok = mfg.simulate(problem, state, scheme, 6 * scheme.dt(4), record=None, seed=1,
+                      backend="numpy")
     np.testing.assert_array_equal(run.theta[-1], ok.state.theta)
     np.testing.assert_array_equal(run.checkpoint.state.omega, ok.state.omega)

@@ -102,7 +102,8 @@ def test_alternating_sgd_step_definition(backend):
     scheme = mfg.SGD(lr=1.3, n_critic=n_critic, batch_size=m, alternating=True)
     state = _state(problem, N, M, seed=2)
     Zs, Xs = draw_batches(problem, scheme, seed=5, chunk=0)
-    assert Zs.shape == (CHUNK_STEPS, n_critic + 1, 2, m) and Xs.shape == (CHUNK_STEPS, n_critic, 1, m)
+    assert (Zs.shape == (CHUNK_STEPS, n_critic + 1, 2, m)
+            and Xs.shape == (CHUNK_STEPS, n_critic, 1, m))
     w = np.full(m, 1 / m)
     th, om = state.theta.copy(), state.omega.copy()
     for s in range(3):

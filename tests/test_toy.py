@@ -51,7 +51,8 @@ def test_tangent_cone_projection():
     dg, dw = toy_velocity(np.array([-0.5, 0.5, -0.5, 0.5]), np.array([1.0, 1.0, -1.0, -1.0]), 2.0)
     assert dw[0] == 0.0 and dw[1] < 0.0
     assert dw[2] > 0.0 and dw[3] == 0.0
-    np.testing.assert_allclose(dg, toy_velocity([-0.5, 0.5, -0.5, 0.5], [1, 1, -1, -1], 2.0, False)[0])
+    np.testing.assert_allclose(
+        dg, toy_velocity([-0.5, 0.5, -0.5, 0.5], [1, 1, -1, -1], 2.0, False)[0])
 
 
 @pytest.mark.parametrize("gc", GAMMAS)
@@ -134,7 +135,8 @@ def test_sliding_phase_follows_the_exact_solution():
     t, g, w = integrate(g0, 1.0, gc, 8.0, 0.01, scheme="rk4")
     slide = t < t_exit
     assert np.all(w[slide] == 1.0)
-    np.testing.assert_allclose(2 * g[slide] + 2 * np.sinh(g[slide]), 2 * g0 + 2 * math.sinh(g0) + t[slide], atol=1e-10)
+    np.testing.assert_allclose(2 * g[slide] + 2 * np.sinh(g[slide]),
+                               2 * g0 + 2 * math.sinh(g0) + t[slide], atol=1e-10)
     assert np.all(w[t > t_exit + 0.05] < 1.0)  # it leaves the boundary at g = 0
     # Independent check: projected Euler with a small step agrees.
     te, ge, we = integrate(g0, 1.0, gc, 8.0, 0.001, scheme="euler")
@@ -214,7 +216,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     data = json.loads((out / "toy.json").read_text())
     assert [r["gamma_c"] for r in data["runs"]] == [1.0, 10.0]
     for run in data["runs"]:
-        for key in ("gamma_c", "limit_energy", "max_abs_g", "predicted_limit_energy", "predicted_max_abs_g"):
+        for key in ("gamma_c", "limit_energy", "max_abs_g", "predicted_limit_energy",
+                    "predicted_max_abs_g"):
             assert key in run
         assert abs(run["limit_energy"] - run["predicted_limit_energy"]) < 1e-3
         assert abs(run["max_abs_g"] - run["predicted_max_abs_g"]) < 1e-3
@@ -223,9 +226,11 @@ def test_cli_end_to_end(tmp_path, capsys):
     with h5py.File(out / "toy.h5", "r") as f:
         grp = f["gamma_c_10"]
         n_starts = len(data["settings"]["starts"])
-        assert grp["g"].shape == grp["omega"].shape == grp["energy"].shape == (n_starts, grp["t"].shape[0])
+        assert (grp["g"].shape == grp["omega"].shape == grp["energy"].shape
+                == (n_starts, grp["t"].shape[0]))
         assert grp.attrs["gamma_c"] == 10.0
-        np.testing.assert_allclose(grp["energy"][...], toy_energy(grp["g"][...], grp["omega"][...], 10.0))
+        np.testing.assert_allclose(grp["energy"][...],
+                                   toy_energy(grp["g"][...], grp["omega"][...], 10.0))
     # The explicit-Euler panel spirals outwards.
     assert data["euler_spiral"]["final_energy"] > data["euler_spiral"]["initial_energy"]
 

@@ -86,7 +86,8 @@ def test_reference_velocity_by_hand_single_particles():
     ug, ux = beta * g + gamma, beta * x + gamma
     h = alpha * ds(ug) * beta
     expect_t = -np.array([h * s(b * z + c), h * a * ds(b * z + c) * z, h * a * ds(b * z + c)])
-    expect_o = np.array([s(ug) - s(ux), alpha * (ds(ug) * g - ds(ux) * x), alpha * (ds(ug) - ds(ux))])
+    expect_o = np.array([s(ug) - s(ux), alpha * (ds(ug) * g - ds(ux) * x),
+                         alpha * (ds(ug) - ds(ux))])
     args = (np.array([[[a, b, c]]]), np.array([[alpha, beta, gamma]]), [[z]], [1.0], [[x]], [1.0])
     for backend in ("numpy", "numba"):
         v_t, v_o = mfg.velocity(*args, backend=backend)
@@ -95,7 +96,10 @@ def test_reference_velocity_by_hand_single_particles():
 
 
 def test_velocity_is_equivariant_under_particle_permutations(backend, make_config):
-    """The networks depend on the empirical measures only: permuting particles permutes velocities."""
+    """The networks depend on the empirical measures only.
+
+    Permuting the particles permutes their velocities.
+    """
     theta, omega, *quad = make_config(5, 2, 2, 23, 17, 8, 6)
     v_t, v_o = mfg.velocity(theta, omega, *quad, backend=backend)
     pi, rho = np.random.default_rng(1).permutation(23), np.random.default_rng(2).permutation(17)

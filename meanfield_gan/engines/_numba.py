@@ -34,9 +34,9 @@ Threads: passes run as a ``prange`` over chunks when a velocity evaluation has a
 :data:`PARALLEL_MIN_WORK` sigmoids, serially otherwise (a parallel region costs a few
 microseconds, more than small passes take).  ``fastmath={'reassoc', 'nsz', 'contract'}`` lets
 LLVM vectorise the reductions and fuse multiply-adds; the exponential
-(:func:`meanfield_gan.engines._scalar.exp_inline`) is emitted as IR with ``contract`` only, so it keeps
-its accuracy (3e-16) and is always inlined.  Work buffers are allocated once per problem size
-(:class:`Workspace`), never per step.
+(:func:`meanfield_gan.engines._scalar.exp_inline`) is emitted as IR with ``contract`` only, so
+it keeps its accuracy (3e-16) and is always inlined.  Work buffers are allocated once per
+problem size (:class:`Workspace`), never per step.
 
 Compilation: the public velocity (:func:`velocity_into`) runs :func:`run_steps` with the
 VELOCITY code, so one entry point is compiled (about 40 s of CPU the first time, then cached);
@@ -62,12 +62,28 @@ if "OMP_WAIT_POLICY" not in os.environ:
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-from .base import Runner  # noqa: E402
 from ._numba_kernels import (  # noqa: E402
-    _ADAM, _OPTS, _RMS, _STEP, _STORE, CHUNK_SIZE, MAX_CHUNKS, PAD, PARALLEL_MIN_WORK, _chunk_len,
-    _clip, _pass1_par, _pass1_ser, _pass2_par, _pass2_ser, _pass3_par, _pass3_ser, _project,
-    _pass_pen_par, _pass_pen_ser, n_chunks, sigmoid,
+    _ADAM,
+    _OPTS,
+    _RMS,
+    _STEP,
+    _STORE,
+    PAD,
+    PARALLEL_MIN_WORK,
+    _chunk_len,
+    _clip,
+    _pass1_par,
+    _pass1_ser,
+    _pass2_par,
+    _pass2_ser,
+    _pass3_par,
+    _pass3_ser,
+    _pass_pen_par,
+    _pass_pen_ser,
+    _project,
+    n_chunks,
 )
+from .base import Runner  # noqa: E402
 
 #: Scheme codes of :func:`run_steps` (VELOCITY: store both velocity fields, no step;
 #: CRITIC_VELOCITY: the critic's only, without the generator pass).

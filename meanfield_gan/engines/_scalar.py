@@ -11,8 +11,8 @@ Its relative error is below 2e-16 on the range the sigmoid uses.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 from llvmlite import ir
 from numba import njit, types

@@ -70,7 +70,7 @@ class Runner:
 
             self._noise_nodes = gauss_hermite(problem.noise_nodes, problem.K)
 
-    def batches(self, Zs, Xs, extra=None) -> "Nodes":
+    def batches(self, Zs, Xs, extra=None) -> Nodes:
         """The nodes of every step of a block (see :class:`Nodes`)."""
         return Nodes(self, Zs, Xs, extra)
 

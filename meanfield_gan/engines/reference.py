@@ -62,7 +62,8 @@ def critic_gradient(omega: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def energy(theta, omega, z, zw, x, xw) -> float:
     """``Psi[mu, nu] = E_Z f(g(Z)) - E_X f(X)`` with the given quadratures."""
-    return float(zw @ critic_output(omega, generator_output(theta, z)) - xw @ critic_output(omega, x))
+    return float(zw @ critic_output(omega, generator_output(theta, z))
+                 - xw @ critic_output(omega, x))
 
 
 def critic_velocity(omega, g, zw, x, xw) -> np.ndarray:

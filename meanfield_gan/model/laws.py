@@ -201,7 +201,8 @@ class GaussianMixture:
     def __post_init__(self) -> None:
         m = _as_points(self.means, "GaussianMixture.means")
         s = np.asarray(self.scales, dtype=np.float64)
-        s = np.broadcast_to(s.reshape(s.shape + (1,) * (2 - s.ndim)) if s.ndim < 2 else s, m.shape).copy()
+        s = np.broadcast_to(
+            s.reshape(s.shape + (1,) * (2 - s.ndim)) if s.ndim < 2 else s, m.shape).copy()
         if not np.all(np.isfinite(s)) or np.any(s <= 0):
             raise ValueError("GaussianMixture.scales must be finite and > 0")
         object.__setattr__(self, "means", m)
@@ -301,7 +302,10 @@ class NormalInit:
 
 @dataclass(frozen=True)
 class UniformInit:
-    """I.i.d. uniform coordinates on ``[low, high]`` (default critic law: ``U[-clip/2, clip/2]``)."""
+    """I.i.d. uniform coordinates on ``[low, high]``.
+
+    The default critic law is ``U[-clip/2, clip/2]``.
+    """
 
     low: float = -0.5
     high: float = 0.5

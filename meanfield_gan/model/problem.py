@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from .._validation import check_particles, clip_value, nonnegative, positive, positive_int
-from .objectives import check_loss
 from .laws import (
     DiracMixture,
     EmpiricalData,
@@ -17,6 +17,7 @@ from .laws import (
     StandardNormal,
     UniformInit,
 )
+from .objectives import check_loss
 
 __all__ = ["Problem", "State", "initial_state"]
 
@@ -37,7 +38,8 @@ class Problem:
         Latent dimension.
     target : Law
         The data law ``P_*`` (:class:`~meanfield_gan.model.laws.GaussianMixture`,
-        :class:`~meanfield_gan.model.laws.DiracMixture` or :class:`~meanfield_gan.model.laws.EmpiricalData`).
+        :class:`~meanfield_gan.model.laws.DiracMixture` or
+        :class:`~meanfield_gan.model.laws.EmpiricalData`).
     latent : Law, optional
         The latent law of ``Z``; ``N(0, I_L)`` by default.
     clip : float
@@ -195,7 +197,7 @@ class State:
     def M(self) -> int:
         return self.omega.shape[0]
 
-    def copy(self) -> "State":
+    def copy(self) -> State:
         """A deep copy (particle arrays and optimiser state copied)."""
         return State(self.theta.copy(), self.omega.copy(), self.step, self.time,
                      {k: v.copy() for k, v in self.opt.items()})
@@ -224,10 +226,12 @@ def initial_state(problem: Problem, N: int, M: int, seed: int | np.random.Genera
         if isinstance(v, bool) or int(v) != v or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    th = problem.generator_init.sample(rng, (int(N),) + problem.generator_shape) if theta is None else theta
+    th = (problem.generator_init.sample(rng, (int(N),) + problem.generator_shape)
+          if theta is None else theta)
     om = problem.critic_init.sample(rng, (int(M), problem.critic_dim)) if omega is None else omega
     th, om, _, _ = check_particles(th, om, problem.K, problem.L)
     if th.shape[0] != N or om.shape[0] != M:
-        raise ValueError(f"explicit particles have N={th.shape[0]}, M={om.shape[0]}; expected N={N}, M={M}")
+        raise ValueError(f"explicit particles have N={th.shape[0]}, M={om.shape[0]}; "
+                         f"expected N={N}, M={M}")
     np.clip(om, -problem.clip, problem.clip, out=om)
     return State(th.copy(), om.copy())

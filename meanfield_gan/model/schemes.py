@@ -262,7 +262,7 @@ class ProjectedEuler(Scheme):
                 object.__setattr__(self, name, positive_int(getattr(self, name), name))
 
     @classmethod
-    def matching(cls, sgd: SGD, N: int, M: int, refine: int = 1, **kw) -> "ProjectedEuler":
+    def matching(cls, sgd: SGD, N: int, M: int, refine: int = 1, **kw) -> ProjectedEuler:
         """The deterministic scheme with the same ``dt`` (divided by ``refine``) and ``gamma_c``."""
         return cls(sgd.dt(N) / refine, sgd.gamma_c(N, M), **kw)
 

@@ -46,7 +46,8 @@ __all__ = [
 
 #: Default initial conditions ``(g0, omega0)``: for gamma_c = 1 the first two lie outside the
 #: limit orbit (E > E*) and the last two inside; for gamma_c = 10 only the last lies inside.
-DEFAULT_STARTS: tuple[tuple[float, float], ...] = ((-2.0, 0.0), (1.0, -0.8), (0.5, 0.0), (0.15, 0.0))
+DEFAULT_STARTS: tuple[tuple[float, float], ...] = (
+    (-2.0, 0.0), (1.0, -0.8), (0.5, 0.0), (0.15, 0.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +126,8 @@ def _check_starts(starts: Sequence[Sequence[float]]) -> list[tuple[float, float]
 
 
 def check_toy_args(
-    gamma_cs: Sequence[float], starts: Sequence[Sequence[float]], t_end: float, dt: float, scheme: str, n_periods: int
+    gamma_cs: Sequence[float], starts: Sequence[Sequence[float]], t_end: float, dt: float,
+    scheme: str, n_periods: int
 ) -> tuple[list[float], list[tuple[float, float]]]:
     """Validate the study's arguments before any work or output.
 
@@ -200,7 +202,8 @@ def run_toy(
         errors, the limit ``period`` and per-start summaries under ``"starts"``.
     """
     gcs, st = check_toy_args(gamma_cs, starts, t_end, dt, scheme, n_periods)
-    tasks = [(gc, g0, w0, float(t_end), float(dt), scheme, int(n_periods)) for gc in gcs for (g0, w0) in st]
+    tasks = [(gc, g0, w0, float(t_end), float(dt), scheme, int(n_periods))
+             for gc in gcs for (g0, w0) in st]
     results = map_tasks(_run_one, tasks, executor, progress=want_progress(progress), desc="toy")
     runs, trajectories = [], []
     for i, gc in enumerate(gcs):
@@ -302,7 +305,8 @@ def write_toy(study: ToyStudy, outdir: str | os.PathLike) -> dict[str, Path]:
             grp.create_dataset("g0", data=np.array([tr.g0 for tr in trajs]))
             grp.create_dataset("omega0", data=np.array([tr.omega0 for tr in trajs]))
             for name in ("limit_energy", "max_abs_g", "initial_energy"):
-                grp.create_dataset(f"start_{name}", data=np.array([tr.summary[name] for tr in trajs]))
+                grp.create_dataset(f"start_{name}",
+                                   data=np.array([tr.summary[name] for tr in trajs]))
             for key, val in run.items():
                 if key != "starts":
                     grp.attrs[key] = np.nan if val is None else val
@@ -319,7 +323,7 @@ def write_toy(study: ToyStudy, outdir: str | os.PathLike) -> dict[str, Path]:
 
 
 def plot_toy(study: ToyStudy, path: str | os.PathLike) -> Path:
-    """Phase portraits: level sets of ``E``, the band ``|omega| <= 1``, the limit orbit, trajectories.
+    """Phase portraits: level sets of ``E``, band ``|omega| <= 1``, limit orbit, trajectories.
 
     One large panel per gamma_c (up to the first two), plus a small panel with the
     unconstrained explicit-Euler spiral.
@@ -364,14 +368,16 @@ def plot_toy(study: ToyStudy, path: str | os.PathLike) -> Path:
         ax.plot([], [], color="crimson", lw=5.0, alpha=0.35, label="limit orbit E = E*")
         for j, tr in enumerate(trajs):
             ax.plot(tr.g, tr.omega, lw=1.0, color=f"C{j}", zorder=4,
-                    label=f"start ({tr.g0:g}, {tr.omega0:g}), E0={tr.summary['initial_energy']:.2f}")
+                    label=f"start ({tr.g0:g}, {tr.omega0:g}), "
+                          f"E0={tr.summary['initial_energy']:.2f}")
             ax.plot([tr.g0], [tr.omega0], "o", ms=4, color=f"C{j}", zorder=5)
         ax.set_xlim(-gmax, gmax)
         ax.set_ylim(-1.5, 1.5)
         ax.set_xlabel("generator g")
         if i == 0:
             ax.set_ylabel("critic omega")
-        ax.set_title(f"gamma_c = {gc:g}: E* = {estar:.3f}, max|g| = {run['predicted_max_abs_g']:.3f}", fontsize=9)
+        ax.set_title(f"gamma_c = {gc:g}: E* = {estar:.3f}, "
+                     f"max|g| = {run['predicted_max_abs_g']:.3f}", fontsize=9)
         ax.legend(fontsize=6, loc="lower left")
     ax = fig.add_subplot(gs[0, n])
     sp = study.euler_spiral
@@ -380,10 +386,11 @@ def plot_toy(study: ToyStudy, path: str | os.PathLike) -> Path:
     r = 1.1 * max(float(np.max(np.abs(sp["g"]))), 0.5)
     wr = 1.1 * max(float(np.max(np.abs(sp["omega"]))), 0.5)
     G, W = np.meshgrid(np.linspace(-r, r, 201), np.linspace(-wr, wr, 201))
-    ax.contour(G, W, toy_energy(G, W, gc), levels=[sp["initial_energy"]], colors="k", linewidths=1.0,
-               linestyles="--")
+    ax.contour(G, W, toy_energy(G, W, gc), levels=[sp["initial_energy"]], colors="k",
+               linewidths=1.0, linestyles="--")
     ax.plot([], [], "k--", lw=1.0, label="exact orbit")
-    ax.set_title(f"no constraint, gamma_c = {gc:g}\nE: {sp['initial_energy']:.3f} -> {sp['final_energy']:.3f}",
+    ax.set_title(f"no constraint, gamma_c = {gc:g}\n"
+                 f"E: {sp['initial_energy']:.3f} -> {sp['final_energy']:.3f}",
                  fontsize=9)
     ax.set_xlabel("g")
     ax.set_ylabel("omega (unbounded)")
@@ -401,9 +408,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="critic time scales (default: 1 10)")
     parser.add_argument("--start", type=float, nargs=2, action="append", metavar=("G0", "OMEGA0"),
                         help="initial condition, repeatable (default: the module's DEFAULT_STARTS)")
-    parser.add_argument("--t-end", type=float, default=120.0, help="integration horizon (default: 120)")
+    parser.add_argument("--t-end", type=float, default=120.0,
+                        help="integration horizon (default: 120)")
     parser.add_argument("--dt", type=float, default=0.05, help="time step (default: 0.05)")
-    parser.add_argument("--scheme", choices=INTEGRATORS, default="rk4", help="time stepping (default: rk4)")
+    parser.add_argument("--scheme", choices=INTEGRATORS, default="rk4",
+                        help="time stepping (default: rk4)")
     parser.add_argument("--n-periods", type=int, default=2,
                         help="trailing periods over which the limit orbit is measured (default: 2)")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
@@ -414,11 +423,13 @@ def cli_main(args: argparse.Namespace) -> int:
     starts = args.start if args.start else DEFAULT_STARTS
     # Validate everything before the output folder is created, so bad input writes nothing.
     check_toy_args(args.gamma_c, starts, args.t_end, args.dt, args.scheme, args.n_periods)
-    study = run_toy(args.gamma_c, starts, args.t_end, args.dt, args.scheme, args.n_periods, progress=None)
+    study = run_toy(args.gamma_c, starts, args.t_end, args.dt, args.scheme, args.n_periods,
+                    progress=None)
     paths = write_toy(study, args.output)
     for run in study.runs:
         if run["limit_energy"] is None:
-            print(f"gamma_c = {run['gamma_c']:g}: no start with E >= E* = {run['predicted_limit_energy']:.6f}")
+            print(f"gamma_c = {run['gamma_c']:g}: no start with E >= E* = "
+                  f"{run['predicted_limit_energy']:.6f}")
             continue
         print(
             f"gamma_c = {run['gamma_c']:g}: limit energy {run['limit_energy']:.6f} "
