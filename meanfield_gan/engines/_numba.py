@@ -83,6 +83,7 @@ from ._numba_kernels import (  # noqa: E402
     _project,
     n_chunks,
 )
+from ._numba_kernels import sigmoid  # noqa: E402, F401  (the benchmarks' sigmoid bound)
 from .base import Runner  # noqa: E402
 
 #: Scheme codes of :func:`run_steps` (VELOCITY: store both velocity fields, no step;
