@@ -20,6 +20,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "toy": ("meanfield_gan.studies.toy", "the explicit periodic example (step generator, ReLU critic)"),
     "coagulation": ("meanfield_gan.studies.coagulation", "coagulation of the critic at the boundary of the box"),
     "bimodal": ("meanfield_gan.studies.bimodal", "bimodal Gaussian GAN: optimal vs first-order dynamics"),
+    "ring": ("meanfield_gan.studies.ring", "8-Gaussian ring: WGAN vs WGAN-GP vs non-saturating"),
+    "vanishing": ("meanfield_gan.studies.vanishing",
+                  "vanishing generator gradients: a frozen generator, a fresh critic"),
+    "modecollapse": ("meanfield_gan.studies.collapse_objectives",
+                     "mode collapse on a bimodal target across GAN objectives"),
 }
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 from scipy.optimize import brentq
+from scipy.special import rel_entr, xlogy
 
 from meanfield_gan.cli import main
 from meanfield_gan.models import bimodal as bm
@@ -317,6 +318,92 @@ def test_classify_hand_made_end_states():
 
 
 # --------------------------------------------------------------------------------------------
+# the original GAN game: D* = p/(p+q), the JSD identity and the JS dynamics
+# --------------------------------------------------------------------------------------------
+
+
+def _line_integral(f, mu, target):
+    """Adaptive quadrature over the line, split at the means and the density crossings."""
+    lo, hi = min(*mu, *target) - 14.0, max(*mu, *target) + 14.0
+    pts = sorted({*mu, *target, *[c for c in bm.density_crossings(mu, target) if np.isfinite(c)]})
+    val, _ = quad(f, lo, hi, points=pts, limit=500, epsabs=1e-14, epsrel=1e-13)
+    return val
+
+
+JS_CASES = [(0.0, 1.0), (-2.1, 1.9), (3.0, 3.5), (-5.0, 5.0), (0.3, -0.7), (-2.0, 2.0 + 1e-6),
+            (-9.0, 7.0)]
+
+
+@pytest.mark.parametrize("mu", JS_CASES)
+def test_optimal_discriminator_is_p_over_p_plus_q_and_the_jsd_identity(mu):
+    """max_D E log D(X) + E log(1 - D(G)) = -log 4 + 2 JSD, against adaptive quadrature."""
+    mu = np.array(mu)
+    p = lambda x: bm.mixture_density(x, TARGET)  # noqa: E731
+    q = lambda x: bm.mixture_density(x, mu)  # noqa: E731
+    xs = np.linspace(-8, 8, 101)
+    np.testing.assert_allclose(bm.density_discriminator(xs, mu, TARGET), p(xs) / (p(xs) + q(xs)),
+                               rtol=1e-12)
+
+    def value(d, one_minus_d):
+        # E_p log D + E_q log(1 - D), the original GAN game at discriminator d (xlogy: 0 log 0 = 0)
+        return _line_integral(lambda x: xlogy(p(x), d(x)) + xlogy(q(x), one_minus_d(x)), mu, TARGET)
+
+    dstar = lambda x: float(bm.density_discriminator(x, mu, TARGET))  # noqa: E731
+    # 1 - D* = q/(p+q) written out: 1 - D* rounds to 0 where q << p
+    best = value(dstar, lambda x: q(x) / (p(x) + q(x)))
+    m = lambda x: 0.5 * (p(x) + q(x))  # noqa: E731
+    jsd = 0.5 * _line_integral(lambda x: rel_entr(p(x), m(x)) + rel_entr(q(x), m(x)), mu, TARGET)
+    assert best == pytest.approx(-np.log(4.0) + 2.0 * jsd, abs=1e-10)
+    assert float(bm.minimax_value(mu, TARGET)) == pytest.approx(best, abs=1e-10)
+    assert float(bm.js_divergence(mu, TARGET)) == pytest.approx(jsd, abs=1e-10)
+    # D* is the maximiser: any perturbation of it does worse
+    for eps in (0.05, -0.05):
+        def bent(x, e=eps):
+            return min(max(dstar(x) + e * np.exp(-x * x / 8), 1e-12), 1 - 1e-12)
+
+        assert value(bent, lambda x: 1.0 - bent(x)) < best
+
+
+def test_jsd_is_a_divergence_and_its_gradient_matches_finite_differences():
+    assert float(bm.js_divergence(TARGET, TARGET)) == pytest.approx(0.0, abs=1e-14)
+    assert float(bm.js_divergence(TARGET[::-1], TARGET)) == pytest.approx(0.0, abs=1e-14)
+    far = float(bm.js_divergence(np.array([40.0, 41.0]), TARGET))
+    assert far == pytest.approx(np.log(2.0), abs=1e-12)  # disjoint in effect: JSD = log 2
+    rng = np.random.default_rng(5)
+    mus = rng.uniform(-4, 4, size=(20, 2))
+    vals = bm.js_divergence(mus, TARGET)
+    assert vals.shape == (20,) and np.all((vals > 0) & (vals < np.log(2.0)))
+    np.testing.assert_allclose(bm.minimax_value(mus, TARGET), -np.log(4.0) + 2 * vals,
+                               rtol=0, atol=1e-13)
+    g = bm.js_gradient(mus, TARGET)
+    h = 1e-5
+    for i in range(2):
+        e = np.zeros(2)
+        e[i] = h
+        fd = (bm.js_divergence(mus + e, TARGET) - bm.js_divergence(mus - e, TARGET)) / (2 * h)
+        np.testing.assert_allclose(g[:, i], fd, rtol=0, atol=1e-9)
+    # vectorised over runs, same values one at a time
+    np.testing.assert_allclose(g[3], bm.js_gradient(mus[3], TARGET), rtol=0, atol=1e-15)
+
+
+def test_js_dynamics_descend_the_jsd_and_keep_equal_means_equal():
+    rng = np.random.default_rng(8)
+    mu0 = rng.uniform(-4, 4, size=(6, 2))
+    run = bm.run_dynamics("jsd", mu0, TARGET, lr=0.2, steps=40, record_every=10)
+    traj = run.trajectory
+    jsd = bm.js_divergence(traj, TARGET)  # (T, R)
+    assert np.all(np.diff(jsd, axis=0) < 0)  # small steps of gradient descent
+    ten = mu0
+    for _ in range(10):
+        ten = bm.js_step(ten, TARGET, 0.2)
+    np.testing.assert_array_equal(traj[1], ten)  # recorded every 10 steps
+    step = bm.js_step(mu0, TARGET, 0.2)
+    np.testing.assert_allclose(step, mu0 - 0.2 * bm.js_gradient(mu0, TARGET), rtol=0, atol=0)
+    eq = bm.run_dynamics("jsd", np.array([[0.5, 0.5], [-1.0, -1.0]]), TARGET, lr=0.2, steps=30)
+    np.testing.assert_array_equal(eq.mu[:, 0], eq.mu[:, 1])
+
+
+# --------------------------------------------------------------------------------------------
 # the study and the command line
 # --------------------------------------------------------------------------------------------
 
@@ -334,6 +421,10 @@ def test_study_shows_the_dichotomy_and_does_not_depend_on_chunking():
     assert s["optimal"]["converged"] == 1.0
     assert s["first_order"]["converged"] < 0.8
     assert s["first_order"]["collapsed"] + s["first_order"]["other"] > 0.2
+    # the JS dynamics ran from the same starts, and their end states are their own
+    assert set(s["jsd"]) >= {"converged", "collapsed", "other", "n_runs", "median_final_jsd"}
+    np.testing.assert_allclose(a.random["jsd"]["jsd"],
+                               bm.js_divergence(a.random["jsd"]["mu"], TARGET))
 
 
 def test_cli_end_to_end(tmp_path, capsys):
@@ -344,7 +435,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert str(out / "bimodal.json") in printed and str(out / "bimodal.png") in printed
     data = json.loads((out / "bimodal.json").read_text())
-    for dyn in ("optimal", "first_order"):
+    for dyn in ("optimal", "first_order", "jsd"):
         d = data[dyn]
         assert d["n_runs"] == 10
         assert d["converged"] + d["collapsed"] + d["other"] == pytest.approx(1.0)
@@ -356,7 +447,7 @@ def test_cli_end_to_end(tmp_path, capsys):
         assert f["random/mu0"].shape == (10, 2) and f["random/l0"].shape == (10, 2)
         assert f["grid/mu0"].shape == (9, 2)
         np.testing.assert_allclose(f["grid/axis"][:], np.linspace(-4, 4, 3))
-        for dyn in ("optimal", "first_order"):
+        for dyn in ("optimal", "first_order", "jsd"):
             codes = f[f"random/{dyn}/outcome"][:]
             mu = f[f"random/{dyn}/mu"][:]
             assert f[f"random/{dyn}/l"].shape == f[f"random/{dyn}/r"].shape == (10, 2)

@@ -1,13 +1,22 @@
-"""Mode collapse / mode hopping on a bimodal Gaussian target (meanfield_gan.studies.modecollapse)."""
+"""Mode collapse / mode hopping on a bimodal Gaussian target (meanfield_gan.studies.modecollapse),
+and the same across objectives (meanfield_gan.studies.collapse_objectives)."""
 from __future__ import annotations
 
 import json
+import math
 
 import h5py
 import numpy as np
 import pytest
 
 import meanfield_gan as mfg
+from meanfield_gan.cli import main
+from meanfield_gan.studies.collapse_objectives import (
+    OBJECTIVES,
+    TABLE,
+    compare_objectives,
+    write_objectives,
+)
 from meanfield_gan.studies.modecollapse import (
     mode_collapse_problem,
     plot_frame,
@@ -120,3 +129,76 @@ def test_bad_inputs_raise_before_writing(tmp_path):
     r = simulate_mode_collapse(N=4, M=4, t_end=1.0, record=2, n_samples=10)
     with pytest.raises(ValueError, match="k"):
         plot_frame(r, 3, tmp_path / "f.png")
+
+
+# --------------------------------------------------------------------------------------------
+# across objectives (meanfield_gan.studies.collapse_objectives)
+# --------------------------------------------------------------------------------------------
+TINY = dict(N=8, M=8, t_end=4.0, record=4, n_samples=200, seed=3)
+
+
+def test_problem_takes_the_objective_and_no_box():
+    p = mode_collapse_problem(clip=math.inf, loss="minimax")
+    assert p.loss == "minimax" and not p.has_box
+    assert (p.critic_init.low, p.critic_init.high) == (-0.5, 0.5)
+    gp = mode_collapse_problem(clip=None, gradient_penalty=10.0)
+    assert gp.gradient_penalty == 10.0 and gp.loss == "wasserstein"
+    with pytest.raises(ValueError, match="gradient_penalty"):
+        mode_collapse_problem(loss="minimax", gradient_penalty=1.0)
+
+
+def test_objectives_start_from_the_same_particles_and_differ_only_by_the_objective(tmp_path):
+    comp = compare_objectives(**TINY)
+    assert list(comp.results) == list(OBJECTIVES)
+    first = comp.results["wasserstein_clip"]
+    for r in comp.results.values():
+        np.testing.assert_array_equal(r.theta[0], first.theta[0])
+        np.testing.assert_array_equal(r.omega[0], first.omega[0])
+        assert r.times.tolist() == first.times.tolist()
+    st = {n: r.settings for n, r in comp.results.items()}
+    assert (st["wasserstein_clip"]["loss"], st["wasserstein_clip"]["clip"]) == ("wasserstein", 1.0)
+    assert st["minimax"]["loss"] == "minimax" and st["minimax"]["clip"] == math.inf
+    assert st["non_saturating"]["loss"] == "non_saturating"
+    assert st["wasserstein_gp"]["gradient_penalty"] == 10.0
+    assert st["wasserstein_gp"]["clip"] == math.inf
+    # the runs are those of simulate_mode_collapse with the same settings
+    solo = simulate_mode_collapse(loss="minimax", clip=math.inf, critic_scale=0.5, **TINY)
+    np.testing.assert_array_equal(solo.theta, comp.results["minimax"].theta)
+    # minimax and non_saturating critics see the same objective, not the same generator
+    assert not np.array_equal(comp.results["minimax"].theta[-1],
+                              comp.results["non_saturating"].theta[-1])
+    table = comp.table()
+    for name in OBJECTIVES:
+        assert set(table[name]) == set(TABLE)
+        assert table[name]["collapsed_fraction"] == np.mean(comp.results[name].summary["collapsed"])
+    paths = write_objectives(comp, tmp_path / "objectives")
+    doc = json.loads(paths["json"].read_text())
+    assert set(doc["table"]) == set(OBJECTIVES)
+    assert doc["runs"]["minimax"]["settings"]["clip"] is None
+    with h5py.File(paths["h5"], "r") as f:
+        assert f["wasserstein_gp/theta"].shape == (5, 8, 1, 3)
+        assert f["minimax"].attrs["loss"] == "minimax"
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    # a frame of a run without a box (no box drawn, the critic framed by its own extent)
+    assert plot_frame(comp.results["minimax"], -1, tmp_path / "frame.png").stat().st_size > 0
+
+
+def test_objectives_cli_and_bad_input(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["modecollapse", "--objectives", "minimax", "wasserstein_clip", "--t-end", "2",
+               "--record", "2", "-N", "6", "-M", "6", "-o", str(out)])
+    assert rc == 0
+    doc = json.loads((out / "mode_collapse_objectives.json").read_text())
+    assert list(doc["table"]) == ["minimax", "wasserstein_clip"]
+    assert "wrote" in capsys.readouterr().out
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    assert main(["modecollapse", "-o", str(taken)]) == 2
+    assert main(["modecollapse", "--gradient-penalty", "0", "-o", str(tmp_path / "no")]) == 2
+    assert "gradient_penalty" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    with pytest.raises(ValueError, match="objectives"):
+        compare_objectives(["minimax", "minimax"], **TINY)
+    with pytest.raises(ValueError, match="loss"):
+        compare_objectives(["minimax"], **{**TINY, "loss": "minimax"})
+    with pytest.raises(ValueError, match="clip"):
+        compare_objectives(["minimax"], clip=-1.0, **TINY)

@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "notebooks"
 NOTEBOOKS = sorted(FOLDER.glob("*.ipynb"))
 EXPECTED = ["01_quickstart.ipynb", "02_rate_study.ipynb", "03_coagulation.ipynb",
-            "04_explicit_example.ipynb", "05_mode_collapse.ipynb"]
+            "04_explicit_example.ipynb", "05_mode_collapse.ipynb", "06_vanishing_gradients.ipynb"]
 
 
-def test_the_five_notebooks_are_there():
+def test_the_six_notebooks_are_there():
     assert [p.name for p in NOTEBOOKS] == EXPECTED
 
 

@@ -3,7 +3,9 @@
 Many random initial conditions are run under both dynamics of :mod:`meanfield_gan.models.bimodal`
 (Li, Madry, Peebles, Schmidt, ICML 2018) and each end state is classified as converged to
 ``mu*``, mode collapse, or other (oscillating or stalled). A second set of runs starts from a
-regular grid of initial generator means, for the outcome heatmaps.
+regular grid of initial generator means, for the outcome heatmaps. Beside them, from the same
+starts, the optimal-discriminator dynamics of the original GAN game (``"jsd"``: the
+discriminator ``D* = p/(p+q)``, then ``mu <- mu - eta grad_mu JSD``, MODEL.md 7).
 
 Setup (the seed notes give the model and the two update rules, not the experiment, so these are
 this package's choices): target ``mu* = (-2, 2)``; generator means and the four interval ends
@@ -140,8 +142,9 @@ class BimodalStudy:
         The settings.
     random, grid : dict
         Per set of runs: ``mu0``, ``l0``, ``r0`` (R, 2) initial conditions and, for each of
-        ``"optimal"`` and ``"first_order"``, a dict with the final ``mu``, ``l``, ``r`` (R, 2),
-        final ``tv`` (R,) and ``outcome`` codes (R,). ``grid`` also has ``axis`` (n,), the grid
+        ``"optimal"``, ``"first_order"`` and ``"jsd"``, a dict with the final ``mu``, ``l``,
+        ``r`` (R, 2), final ``tv`` and ``jsd`` (R,) and ``outcome`` codes (R,). ``grid`` also
+        has ``axis`` (n,), the grid
         values (run ``i * n + j`` starts at ``(axis[i], axis[j])``); it is None without a grid.
     summary : dict
         The JSON summary (see :meth:`to_json`).
@@ -194,12 +197,14 @@ def _run_chunk(task: dict[str, Any]) -> dict[str, np.ndarray]:
     fo = bm.run_dynamics(
         "first_order", task["mu0"], target, l0=task["l0"], r0=task["r0"], unrolled=task["unrolled"], **common
     )
+    js = bm.run_dynamics("jsd", task["mu0"], target, **common)
     out: dict[str, np.ndarray] = {}
-    for name, run in (("optimal", opt), ("first_order", fo)):
+    for name, run in (("optimal", opt), ("first_order", fo), ("jsd", js)):
         out[f"{name}/mu"] = run.mu
         out[f"{name}/l"] = run.l
         out[f"{name}/r"] = run.r
         out[f"{name}/tv"] = bm.tv_distance(run.mu, target)
+        out[f"{name}/jsd"] = bm.js_divergence(run.mu, target)
     return out
 
 
@@ -237,9 +242,10 @@ def run_bimodal(
     Returns
     -------
     BimodalStudy
-        Initial conditions, end states, outcomes and the JSON summary: for ``"optimal"`` and
-        ``"first_order"`` the fractions ``"converged"``, ``"collapsed"``, ``"other"`` and
-        ``"n_runs"`` over the random runs, plus ``"median_final_tv"``; the same fractions over
+        Initial conditions, end states, outcomes and the JSON summary: for ``"optimal"``,
+        ``"first_order"`` and ``"jsd"`` the fractions ``"converged"``, ``"collapsed"``,
+        ``"other"`` and ``"n_runs"`` over the random runs, plus ``"median_final_tv"`` and
+        ``"median_final_jsd"``; the same fractions over
         the grid runs under ``"grid"``; the settings under ``"settings"``.
     """
     cfg = (config or BimodalConfig()).validate()
@@ -273,7 +279,7 @@ def run_bimodal(
     for _, s in sets:
         n = len(s["mu0"])
         for dyn in bm.DYNAMICS:
-            d = {k: merged[f"{dyn}/{k}"][start : start + n] for k in ("mu", "l", "r", "tv")}
+            d = {k: merged[f"{dyn}/{k}"][start : start + n] for k in ("mu", "l", "r", "tv", "jsd")}
             d["outcome"] = bm.classify(d["mu"], cfg.target_means, cfg.tol, cfg.collapse_tol)
             s[dyn] = d
         start += n
@@ -282,6 +288,7 @@ def run_bimodal(
     for dyn in bm.DYNAMICS:
         summary[dyn] = _fractions(random[dyn]["outcome"])
         summary[dyn]["median_final_tv"] = float(np.median(random[dyn]["tv"]))
+        summary[dyn]["median_final_jsd"] = float(np.median(random[dyn]["jsd"]))
     if grid is not None:
         summary["grid"] = {"n": cfg.grid, **{dyn: _fractions(grid[dyn]["outcome"]) for dyn in bm.DYNAMICS}}
     settings = asdict(cfg)
@@ -305,8 +312,9 @@ def write_bimodal(study: BimodalStudy, outdir: str | os.PathLike) -> dict[str, P
     Notes
     -----
     ``bimodal.h5`` (plain h5py) has groups ``random`` and (with a grid) ``grid``, each holding
-    the initial conditions ``mu0``, ``l0``, ``r0`` (R, 2) and, in subgroups ``optimal`` and
-    ``first_order``, the final ``mu``, ``l``, ``r`` (R, 2), ``tv`` (R,) and ``outcome`` (R,)
+    the initial conditions ``mu0``, ``l0``, ``r0`` (R, 2) and, in subgroups ``optimal``,
+    ``first_order`` and ``jsd``, the final ``mu``, ``l``, ``r`` (R, 2), ``tv``, ``jsd`` (R,)
+    and ``outcome`` (R,)
     codes (0 converged, 1 collapsed, 2 other). ``grid/axis`` holds the grid values. The root's
     attributes are the settings.
     """
@@ -325,7 +333,7 @@ def write_bimodal(study: BimodalStudy, outdir: str | os.PathLike) -> dict[str, P
                 grp.create_dataset(key, data=s[key])
             for dyn in bm.DYNAMICS:
                 sub = grp.create_group(dyn)
-                for key in ("mu", "l", "r", "tv", "outcome"):
+                for key in ("mu", "l", "r", "tv", "jsd", "outcome"):
                     sub.create_dataset(key, data=s[dyn][key])
 
     paths = write_study_outputs(outdir, "bimodal", "meanfield_gan.studies.bimodal", study.to_json(),
@@ -358,14 +366,15 @@ def plot_bimodal(study: BimodalStudy, path: str | os.PathLike) -> Path:
 
     cfg = study.config
     grid = study.grid
-    n_maps = 2 if grid is not None else 0
+    n_maps = len(bm.DYNAMICS) if grid is not None else 0
     # A Figure on an Agg canvas, not pyplot: no global backend switch, nothing left open.
-    fig = Figure(figsize=(4.0 * n_maps + 4.0, 4.2), dpi=100)
+    fig = Figure(figsize=(3.8 * n_maps + 4.6, 4.2), dpi=100)
     FigureCanvasAgg(fig)
-    gs = fig.add_gridspec(1, n_maps + 1, width_ratios=[1.0] * n_maps + [0.9], wspace=0.3)
+    gs = fig.add_gridspec(1, n_maps + 1, width_ratios=[1.0] * n_maps + [1.2], wspace=0.3)
     cmap = ListedColormap(_COLORS)
     norm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5], cmap.N)
-    titles = {"optimal": "optimal discriminator", "first_order": "first order"}
+    titles = {"optimal": "optimal intervals (TV)", "first_order": "first order",
+              "jsd": "optimal D* = p/(p+q) (JSD)"}
     if cfg.unrolled:
         titles["first_order"] += f" ({cfg.unrolled} unrolled)"
     m1, m2 = cfg.target_means
@@ -386,21 +395,23 @@ def plot_bimodal(study: BimodalStudy, path: str | os.PathLike) -> Path:
             ax.set_ylabel("initial mu_2")
     ax = fig.add_subplot(gs[0, n_maps])
     x = np.arange(len(bm.OUTCOMES))
-    width = 0.38
+    width = 0.8 / len(bm.DYNAMICS)
+    hatches = ("", "//", "..")
     for j, dyn in enumerate(bm.DYNAMICS):
         vals = [study.summary[dyn][name] for name in bm.OUTCOMES]
-        bars = ax.bar(x + (j - 0.5) * width, vals, width, color=_COLORS, edgecolor="k",
-                      hatch=("" if j == 0 else "//"), label=titles[dyn])
+        bars = ax.bar(x + (j - (len(bm.DYNAMICS) - 1) / 2) * width, vals, width, color=_COLORS,
+                      edgecolor="k", hatch=hatches[j], label=titles[dyn])
         for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+            ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", va="bottom",
+                    fontsize=6, rotation=90)
     ax.set_xticks(x, bm.OUTCOMES)
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.6)  # room for the legend above the bars
     ax.set_ylabel("fraction of runs")
     ax.set_title(f"{study.summary['optimal']['n_runs']} random starts", fontsize=9)
-    handles = [Patch(facecolor="w", edgecolor="k", label=titles["optimal"]),
-               Patch(facecolor="w", edgecolor="k", hatch="//", label=titles["first_order"])]
+    handles = [Patch(facecolor="w", edgecolor="k", hatch=h, label=titles[dyn])
+               for h, dyn in zip(hatches, bm.DYNAMICS)]
     handles += [Patch(color=c, label=name) for c, name in zip(_COLORS, bm.OUTCOMES)]
-    ax.legend(handles=handles, fontsize=7, loc="upper right")
+    ax.legend(handles=handles, fontsize=6.5, loc="upper center", ncol=2)
     fig.suptitle(
         f"bimodal GAN, mu* = ({m1:g}, {m2:g}), eta = {cfg.lr:g}, {cfg.steps} steps", fontsize=10, y=1.02
     )

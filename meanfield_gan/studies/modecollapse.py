@@ -19,7 +19,8 @@ bump (standard deviation at most 0.12, below a mode's 0.2) that swings between `
 one mode (5 switches of mode up to ``t = 200``), no record ever has a quarter of the mass near
 each mode, and ``W_1`` to the target stays between 0.90 and 1.0 (a Dirac at a mode is at 1.08).
 SGD (the WGAN algorithm, ``lr = 1``, batch 8) hops the same way, and so does a larger box
-(``clip = 3``), where the bump swings further, past the modes.
+(``clip = 3``), where the bump swings further, past the modes. The same study under other
+objectives (no box, gradient penalty) is :mod:`meanfield_gan.studies.collapse_objectives`.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import numpy as np
 
 import meanfield_gan as mfg
 from meanfield_gan._util import want_progress, write_study_outputs
-from meanfield_gan._validation import finite_array, positive, positive_int
+from meanfield_gan._validation import clip_value, finite_array, positive, positive_int
 
 __all__ = [
     "ModeCollapseResult",
@@ -57,6 +58,8 @@ def mode_collapse_problem(
     generator_scale: float = 1.0,
     critic_scale: float | None = None,
     quadrature_size: int = 32,
+    loss: str = "wasserstein",
+    gradient_penalty: float = 0.0,
 ) -> mfg.Problem:
     """The 1-D problem: equal-weight Gaussian modes, standard normal latent (``K = L = 1``).
 
@@ -67,15 +70,17 @@ def mode_collapse_problem(
     scale : float
         Standard deviation of each component, > 0.
     clip : float
-        Half-width of the critic's box ``Q``.
+        Half-width of the critic's box ``Q`` (``math.inf``: no box).
     generator_loc, generator_scale : float
         Every generator coordinate ``(a, b, c)`` starts i.i.d. ``N(loc, scale^2)``. A non-zero
         ``loc`` gives a non-degenerate generated law (see the module docstring).
     critic_scale : float, optional
         Critic coordinates start uniform on ``[-critic_scale, critic_scale]`` (default
-        ``clip / 2``).
+        ``clip / 2``; ``1/2`` without a box).
     quadrature_size : int
         Quadrature nodes of the latent and of the target (projected Euler/Heun, ``psi``).
+    loss, gradient_penalty
+        The objective of MODEL.md 7 and the penalty's ``lambda`` (``wasserstein`` only).
 
     Returns
     -------
@@ -85,14 +90,18 @@ def mode_collapse_problem(
     if m.size < 2 or not np.all(np.isfinite(m)) or np.unique(m).size != m.size:
         raise ValueError(f"modes: need at least two distinct finite mode positions, got {modes!r}")
     s = positive(scale, "scale")
-    c = positive(clip, "clip")
-    cs = c / 2 if critic_scale is None else positive(critic_scale, "critic_scale")
+    c = clip_value(clip)
+    if critic_scale is None:
+        cs = c / 2 if math.isfinite(c) else 0.5
+    else:
+        cs = positive(critic_scale, "critic_scale")
     loc = float(finite_array(generator_loc, "generator_loc", 0))
     gs = positive(generator_scale, "generator_scale")
     return mfg.Problem(K=1, L=1, target=mfg.GaussianMixture(m[:, None], s), clip=c,
                        generator_init=mfg.NormalInit(loc, gs),
                        critic_init=mfg.UniformInit(-min(cs, c), min(cs, c)),
-                       quadrature_size=positive_int(quadrature_size, "quadrature_size"))
+                       quadrature_size=positive_int(quadrature_size, "quadrature_size"),
+                       loss=loss, gradient_penalty=gradient_penalty)
 
 
 @dataclass
@@ -229,13 +238,19 @@ def simulate_mode_collapse(
     radius: float | None = None,
     backend: str = "numba",
     progress: bool | None = False,
+    loss: str = "wasserstein",
+    gradient_penalty: float = 0.0,
+    critic_scale: float | None = None,
 ) -> ModeCollapseResult:
     """Run the WGAN dynamics on the bimodal target and measure the generated law over time.
 
     Parameters
     ----------
-    modes, scale, clip, generator_loc, generator_scale, quadrature_size
+    modes, scale, clip, generator_loc, generator_scale, quadrature_size, loss, gradient_penalty
         The problem (:func:`mode_collapse_problem`).
+    critic_scale : float, optional
+        Critic coordinates start uniform on ``[-critic_scale, critic_scale]`` (see
+        :func:`mode_collapse_problem`).
     N, M : int
         Generator and critic particles.
     scheme : SGD, ProjectedEuler or ProjectedHeun, optional
@@ -269,8 +284,9 @@ def simulate_mode_collapse(
     """
     # Every argument is checked before the run starts.
     problem = mode_collapse_problem(modes, scale, clip=clip, generator_loc=generator_loc,
-                                    generator_scale=generator_scale,
-                                    quadrature_size=quadrature_size)
+                                    generator_scale=generator_scale, critic_scale=critic_scale,
+                                    quadrature_size=quadrature_size, loss=loss,
+                                    gradient_penalty=gradient_penalty)
     m = problem.target.means[:, 0]
     s = float(problem.target.scales[0, 0])
     gap = float(np.min(np.diff(np.sort(m))))
@@ -300,7 +316,8 @@ def simulate_mode_collapse(
         "scheme": type(scheme).__name__, "scheme_params": {k: v for k, v in vars(scheme).items()},
         "dt": scheme.dt(int(N)), "gamma_c": scheme.gamma_c(int(N), int(M)), "t_end": t_end,
         "record": record, "seed": int(seed), "quadrature_size": int(quadrature_size),
-        "n_samples": n_s, "radius": r, "backend": backend,
+        "n_samples": n_s, "radius": r, "backend": backend, "loss": problem.loss,
+        "gradient_penalty": problem.gradient_penalty,
     }
     return ModeCollapseResult(
         settings=settings, modes=m, scale=s, radius=r, times=np.asarray(traj.times),
@@ -332,6 +349,9 @@ def _draw_frame(axes, result: ModeCollapseResult, k: int, edges: np.ndarray, den
     for ax in axes:
         ax.clear()
     th, om, c = result.theta[k][:, 0, :], result.omega[k], result.clip
+    box = math.isfinite(c)
+    if not box:  # no box: frame the critic by its largest coordinate over the run
+        c = max(1.0, float(np.abs(result.omega[:, :, 1:]).max()))
     glim = max(3.0, float(np.abs(result.theta[:, :, 0, 1:]).max()) * 1.05)
     ax_g.scatter(th[:, 1], th[:, 2], c=th[:, 0], cmap="coolwarm", vmin=-3, vmax=3, s=10,
                  edgecolors="none")
@@ -342,7 +362,8 @@ def _draw_frame(axes, result: ModeCollapseResult, k: int, edges: np.ndarray, den
     ax_g.set_title("generator neurons a s(b z + c)\n(colour: a)", fontsize=8)
     from matplotlib.patches import Rectangle
 
-    ax_c.add_patch(Rectangle((-c, -c), 2 * c, 2 * c, fill=False, color="k", lw=0.8))
+    if box:
+        ax_c.add_patch(Rectangle((-c, -c), 2 * c, 2 * c, fill=False, color="k", lw=0.8))
     ax_c.scatter(om[:, 1], om[:, 2], c=om[:, 0], cmap="coolwarm", vmin=-c, vmax=c, s=10,
                  edgecolors="none")
     ax_c.set_xlim(-1.15 * c, 1.15 * c)
