@@ -26,6 +26,7 @@ from .core import (
 )
 from .engines import check_backend, make_runner
 from .engines.reference import project_velocity as _project
+from .model.laws import gauss_hermite
 from .model.objectives import discriminator_error
 from .model.problem import Problem, State
 from .model.schemes import SGD, Scheme
@@ -158,31 +159,51 @@ def draw_extras(problem: Problem, scheme: SGD, seed: int, chunk: int) -> dict[st
 # --------------------------------------------------------------------------------------
 
 
-def _observe(problem: Problem, theta, omega, quad, backend: str) -> dict[str, float]:
+def _noisy_nodes(problem: Problem, quad, t: float):
+    """The quadrature with the instance noise of time ``t`` as tensor Gauss-Hermite nodes
+    (MODEL.md 7): ``(z, zw, x, xw, z_noise)``; ``z_noise`` is None without noise."""
+    z, zw, x, xw = quad
+    sigma = problem.noise_at(t)
+    if sigma == 0:
+        return z, zw, x, xw, None
+    e, we = gauss_hermite(problem.noise_nodes, problem.K)
+    nq = len(we)
+    return (np.repeat(z, nq, axis=0), np.outer(zw, we).ravel(),
+            (x[:, None, :] + sigma * e[None]).reshape(-1, problem.K), np.outer(xw, we).ravel(),
+            sigma * np.tile(e, (len(zw), 1)))
+
+
+def _observe(problem: Problem, theta, omega, quad, backend: str, t: float = 0.0
+             ) -> dict[str, float]:
     """The recorded observables at one snapshot, with the problem's quadrature.
 
-    ``psi`` (the WGAN energy), the critic's boundary fraction, the objectives ``(Psi_c,
-    Psi_g)`` of the problem's loss, the speeds ``sqrt(mean |V|^2)`` of both players (the
-    critic's projected onto the box, neither scaled by ``gamma_c``), and for the minimax
-    objectives the discriminator's error (MODEL.md section 8).
+    ``psi`` (the WGAN energy of the noiseless game), the critic's boundary fraction, the
+    objectives ``(Psi_c, Psi_g)`` of the problem's loss, the speeds ``sqrt(mean |V|^2)`` of
+    both players (the critic's projected onto the box, neither scaled by ``gamma_c``), and for
+    the minimax objectives the discriminator's error (MODEL.md section 8); these with the
+    instance noise of time ``t`` when the problem has any (the game being played).
     """
     z, zw, x, xw = quad
     eb = "numpy" if backend == "numpy" else "numba"
     penalty = None
     if problem.gradient_penalty > 0:
         penalty = (problem.gradient_penalty, problem.penalty_triples())
-    vt, vo = velocity(theta, omega, z, zw, x, xw, backend=eb, loss=problem.loss, penalty=penalty)
+    zn_, zwn, xn, xwn, zn = _noisy_nodes(problem, quad, t)
+    vt, vo = velocity(theta, omega, zn_, zwn, xn, xwn, backend=eb, loss=problem.loss,
+                      z_noise=zn, penalty=penalty)
     # (no input checks here: a state about to blow up still gets its observables recorded)
     vo = _project(omega, vo, problem.clip)
-    psi_c, psi_g = objectives(theta, omega, z, zw, x, xw, loss=problem.loss, penalty=penalty)
+    psi_c, psi_g = objectives(theta, omega, zn_, zwn, xn, xwn, loss=problem.loss, z_noise=zn,
+                              penalty=penalty)
     out = {"psi": energy(theta, omega, z, zw, x, xw, backend=eb),
            "critic_boundary_fraction": boundary_fraction(omega, problem.clip),
            "critic_objective": psi_c, "generator_objective": psi_g,
            "generator_speed": float(np.sqrt(np.mean(np.sum(vt * vt, axis=(1, 2))))),
            "critic_speed": float(np.sqrt(np.mean(np.sum(vo * vo, axis=1))))}
     if problem.loss != "wasserstein":
-        fg = critic_output(omega, generator_output(theta, z))
-        out["discriminator_error"] = discriminator_error(fg, zw, critic_output(omega, x), xw)
+        g = generator_output(theta, zn_)
+        fg = critic_output(omega, g if zn is None else g + zn)
+        out["discriminator_error"] = discriminator_error(fg, zwn, critic_output(omega, xn), xwn)
     return out
 
 
@@ -268,7 +289,7 @@ def simulate(problem: Problem, state: State, scheme, t_end: float, *,
     def take(step: int) -> None:
         th, om = runner.particles()
         t = step * dt
-        o = _observe(problem, th, om, quad, backend) if observables else {}
+        o = _observe(problem, th, om, quad, backend, t) if observables else {}
         times.append(t)
         steps.append(step)
         for k, v in o.items():

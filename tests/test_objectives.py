@@ -309,3 +309,27 @@ def test_frozen_generator_does_not_move(scheme):
                 om = om + scheme.critic_dt(10) * (m / (1 - 0.5**k)) / (
                     np.sqrt(v / (1 - 0.9**k)) + 1e-8)
         np.testing.assert_allclose(a.state.omega, om, rtol=0, atol=1e-13)
+
+
+def test_observables_are_those_of_the_noisy_game():
+    """With instance noise the recorded objectives and speeds are the noisy game's (tensor
+    Gauss-Hermite noise nodes at the record's sigma_n); ``psi`` stays the clean energy."""
+    from meanfield_gan.model.laws import gauss_hermite
+
+    p = mfg.Problem(1, 1, mfg.DiracMixture([[-1.0], [1.0]]), loss="minimax", clip=None,
+                    instance_noise=0.5, noise_nodes=4, quadrature_size=6)
+    st = mfg.initial_state(p, 9, 7, seed=2)
+    st.omega *= 6.0  # a critic that discriminates, so that the noise matters
+    tr = mfg.simulate(p, st, mfg.SGD(lr=0.1), 0.0, backend="numpy")
+    z, zw, x, xw = p.quadrature()
+    e, we = gauss_hermite(4, 1)
+    zn, zwn = np.repeat(z, 4, axis=0), np.outer(zw, we).ravel()
+    xn, xwn = (x[:, None, :] + 0.5 * e[None]).reshape(-1, 1), np.outer(xw, we).ravel()
+    off = 0.5 * np.tile(e, (len(zw), 1))
+    pc, pg = mfg.objectives(st.theta, st.omega, zn, zwn, xn, xwn, loss="minimax", z_noise=off)
+    assert tr.observables["critic_objective"][0] == pytest.approx(pc, rel=1e-13)
+    assert tr.observables["generator_objective"][0] == pytest.approx(pg, rel=1e-13)
+    clean = mfg.objectives(st.theta, st.omega, z, zw, x, xw, loss="minimax")
+    assert abs(clean[0] - pc) > 1e-3  # the noise changed the game
+    assert tr.observables["psi"][0] == pytest.approx(
+        mfg.energy(st.theta, st.omega, z, zw, x, xw), rel=1e-13)
