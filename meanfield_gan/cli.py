@@ -11,15 +11,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("meanfield_gan.io.runfile", "run a TOML configuration and write an H5MD trajectory file"),
+    "run": ("meanfield_gan.io.runfile",
+            "run a TOML configuration and write an H5MD trajectory file"),
     "rate": ("meanfield_gan.studies.rate", "the C/N convergence-rate study of SGD to the WGAN-PDE"),
-    "toy": ("meanfield_gan.studies.toy", "the explicit periodic example (step generator, ReLU critic)"),
-    "coagulation": ("meanfield_gan.studies.coagulation", "coagulation of the critic at the boundary of the box"),
-    "bimodal": ("meanfield_gan.studies.bimodal", "bimodal Gaussian GAN: optimal vs first-order dynamics"),
+    "toy": ("meanfield_gan.studies.toy",
+            "the explicit periodic example (step generator, ReLU critic)"),
+    "coagulation": ("meanfield_gan.studies.coagulation",
+                    "coagulation of the critic at the boundary of the box"),
+    "bimodal": ("meanfield_gan.studies.bimodal",
+                "bimodal Gaussian GAN: optimal vs first-order dynamics"),
     "ring": ("meanfield_gan.studies.ring", "8-Gaussian ring: WGAN vs WGAN-GP vs non-saturating"),
     "vanishing": ("meanfield_gan.studies.vanishing",
                   "vanishing generator gradients: a frozen generator, a fresh critic"),

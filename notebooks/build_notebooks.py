@@ -182,7 +182,8 @@ local processes by default, or a Dask cluster with `Client(...).get_executor()`.
     code(r"""
 result = run_rate_study(cfg, executor="serial", progress=False)
 s = result.summary()
-print(f"fitted slope {s['slope']:.3f}, 95% interval [{s['slope_ci'][0]:.3f}, {s['slope_ci'][1]:.3f}]"
+print(f"fitted slope {s['slope']:.3f}, "
+      f"95% interval [{s['slope_ci'][0]:.3f}, {s['slope_ci'][1]:.3f}]"
       f" (Theorem 7: -1), distance: {s['distance']}")
 for N, d2, se in zip(s["N"], s["mean_d2"], s["stderr_d2"]):
     print(f"N = {N:4d}: E d_2^2 = {d2:.3e} +- {se:.1e},  N E d_2^2 = {N * d2:.3f}")
@@ -370,7 +371,8 @@ value for each `gamma_c`.
 fig, ax = plt.subplots(figsize=(6, 3.4))
 for i, run in enumerate(study.runs):
     tr = study.trajectories[i][0]
-    ax.plot(tr.t, np.abs(tr.g), lw=0.8, color=f"C{i}", label=f"|g(t)|, gamma_c = {run['gamma_c']:g}")
+    ax.plot(tr.t, np.abs(tr.g), lw=0.8, color=f"C{i}",
+            label=f"|g(t)|, gamma_c = {run['gamma_c']:g}")
     ax.axhline(predicted_limit(run["gamma_c"])["max_abs_g"], color=f"C{i}", ls="--")
 ax.set(xlabel="t", ylabel="|g|", title="dashed: arccosh(1 + 1/(2 gamma_c))")
 ax.legend(); plt.show()
@@ -551,7 +553,8 @@ for gen, ls in (("initial", "-"), ("trained", "--")):
     s = r.critic_steps > 0
     axes[0].plot(r.critic_steps[s], r.series["generator_weight"][s], ls, color="C3",
                  label=f"minimax weight s(-f), {gen}")
-    axes[0].plot(r.critic_steps[s], result.runs[gen]["non_saturating"].series["generator_weight"][s],
+    axes[0].plot(r.critic_steps[s],
+                 result.runs[gen]["non_saturating"].series["generator_weight"][s],
                  ls, color="C0", label=f"non-saturating weight s(f), {gen}")
     axes[1].plot(r.critic_steps[s], r.series["grad_f_generated"][s], ls, color="k",
                  label=f"E |grad f(g(Z))|, {gen}")
@@ -583,9 +586,11 @@ the noiseless one.
     code(r"""
 for gen in result.runs:
     mm, nz = result.runs[gen]["minimax"], result.runs[gen]["minimax_noise"]
-    print(f"{gen}: at critic step {mm.critic_steps[-1]}, error {mm.series['discriminator_error'][-1]:.2g} "
-          f"(noiseless) vs {nz.series['discriminator_error'][-1]:.2g} (noisy game); minimax speed "
-          f"{mm.series['generator_speed'][-1]:.2g} vs {nz.series['generator_speed'][-1]:.2g} with noise")
+    print(f"{gen}: at critic step {mm.critic_steps[-1]}, "
+          f"error {mm.series['discriminator_error'][-1]:.2g} "
+          f"(noiseless) vs {nz.series['discriminator_error'][-1]:.2g} (noisy game); "
+          f"minimax speed {mm.series['generator_speed'][-1]:.2g} "
+          f"vs {nz.series['generator_speed'][-1]:.2g} with noise")
 """),
 ]
 

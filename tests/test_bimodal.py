@@ -78,7 +78,8 @@ def test_tv_random_targets_and_zero_at_target():
     mus = np.array(CASES)
     batch = bm.tv_distance(mus, TARGET)
     assert batch.shape == (len(CASES),)
-    np.testing.assert_allclose(batch, [bm.tv_distance(np.array(m), TARGET) for m in CASES], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(batch, [bm.tv_distance(np.array(m), TARGET) for m in CASES],
+                               rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("mu", CASES)
@@ -120,7 +121,8 @@ def test_loss_matches_its_definition(mu):
         ref = 0.0
         for means, flip in ((TARGET, False), (mu, True)):
             lo, hi = min(pts + list(means)) - 15, max(pts + list(means)) + 15
-            ref += quad(integrand, lo, hi, args=(means, flip), points=pts, limit=400, epsabs=1e-13)[0]
+            ref += quad(integrand, lo, hi, args=(means, flip), points=pts, limit=400,
+                        epsabs=1e-13)[0]
         assert float(bm.loss(mu, l, r, TARGET)) == pytest.approx(ref, abs=1e-10)
 
 
@@ -128,7 +130,9 @@ def test_loss_of_ordered_intervals_is_the_union():
     mu = np.array([0.5, 1.0])
     l, r = np.array([-3.0, 0.0]), np.array([-1.0, 2.5])
     mass = lambda m: sum(bm.mixture_cdf(b, m) - bm.mixture_cdf(a, m) for a, b in zip(l, r))  # noqa: E731
-    assert float(bm.loss(mu, l, r, TARGET)) == pytest.approx(mass(TARGET) + 1.0 - mass(mu), abs=1e-15)
+    assert float(bm.loss(mu, l, r, TARGET)) == pytest.approx(
+        mass(TARGET) + 1.0 - mass(mu), abs=1e-15
+    )
 
 
 @pytest.mark.parametrize("mu", CASES)
@@ -170,7 +174,8 @@ def test_optimal_discriminator_shapes_and_tails():
     l, r = bm.optimal_discriminator(mus, TARGET)
     assert l.shape == r.shape == (3, 5, 2)
     assert bm.density_crossings(mus, TARGET).shape == (3, 5, 3)
-    np.testing.assert_allclose(bm.tv_distance(mus, TARGET)[1, 2], bm.tv_distance(mus[1, 2], TARGET), atol=1e-15)
+    np.testing.assert_allclose(bm.tv_distance(mus, TARGET)[1, 2], bm.tv_distance(mus[1, 2], TARGET),
+                               atol=1e-15)
 
 
 def test_gradients_of_L_against_finite_differences():
@@ -213,7 +218,8 @@ def test_unrolled_generator_gradient_against_finite_differences():
         new_mu, new_l, new_r = bm.first_order_step(mu, l, r, TARGET, lr, unrolled=k)
         g = (mu - new_mu) / lr
         fd = [
-            (unrolled_loss(mu + h * np.eye(2)[i], l, r) - unrolled_loss(mu - h * np.eye(2)[i], l, r)) / (2 * h)
+            (unrolled_loss(mu + h * np.eye(2)[i], l, r)
+             - unrolled_loss(mu - h * np.eye(2)[i], l, r)) / (2 * h)
             for i in range(2)
         ]
         np.testing.assert_allclose(g, fd, atol=1e-7)
@@ -312,7 +318,9 @@ def test_classify_hand_made_end_states():
     # collapse tolerance defaults to tol
     assert bm.classify([-2.3, -1.8], TARGET, tol=0.1) == bm.OTHER
     assert bm.classify(np.array([[[2.0, 2.0]]]), TARGET).shape == (1, 1)
-    assert [bm.OUTCOMES[c] for c in (bm.CONVERGED, bm.COLLAPSED, bm.OTHER)] == ["converged", "collapsed", "other"]
+    assert [bm.OUTCOMES[c] for c in (bm.CONVERGED, bm.COLLAPSED, bm.OTHER)] == [
+        "converged", "collapsed", "other"
+    ]
     with pytest.raises(ValueError, match="tol"):
         bm.classify(states, TARGET, tol=0.0)
 
@@ -430,7 +438,8 @@ def test_study_shows_the_dichotomy_and_does_not_depend_on_chunking():
 def test_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "study"
     rc = main(["bimodal", "--runs", "10", "--steps", "40", "--grid", "3", "--workers", "1",
-               "--lr", "0.3", "--target-means", "-1.5", "2", "--unrolled", "2", "--seed", "9", "-o", str(out)])
+               "--lr", "0.3", "--target-means", "-1.5", "2", "--unrolled", "2", "--seed", "9",
+               "-o", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert str(out / "bimodal.json") in printed and str(out / "bimodal.png") in printed
@@ -440,7 +449,9 @@ def test_cli_end_to_end(tmp_path, capsys):
         assert d["n_runs"] == 10
         assert d["converged"] + d["collapsed"] + d["other"] == pytest.approx(1.0)
     st = data["settings"]
-    assert (st["runs"], st["steps"], st["lr"], st["unrolled"], st["seed"], st["grid"]) == (10, 40, 0.3, 2, 9, 3)
+    assert (st["runs"], st["steps"], st["lr"], st["unrolled"], st["seed"], st["grid"]) == (
+        10, 40, 0.3, 2, 9, 3
+    )
     assert st["target_means"] == [-1.5, 2.0]
     assert data["grid"]["optimal"]["n_runs"] == 9
     with h5py.File(out / "bimodal.h5", "r") as f:

@@ -134,7 +134,10 @@ def mixture_density(x: ArrayLike, means: ArrayLike) -> np.ndarray:
 
 
 def mixture_cdf(x: ArrayLike, means: ArrayLike) -> np.ndarray:
-    """Distribution function of ``N(m_1, 1)/2 + N(m_2, 1)/2`` at ``x`` (see :func:`mixture_density`)."""
+    """Distribution function of ``N(m_1, 1)/2 + N(m_2, 1)/2`` at ``x``.
+
+    See :func:`mixture_density`.
+    """
     m = _as_means(means, "means")
     x = np.asarray(x, dtype=float)
     return 0.5 * (ndtr(x - m[..., 0]) + ndtr(x - m[..., 1]))
@@ -334,7 +337,8 @@ def _crossings(mu: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarr
     # E_2 has at most one zero, explicit: d3 exp(-(x-lam3)^2/2) + d4 exp(-(x-lam4)^2/2) = 0
     lm2, sg2 = _level_terms(lam, c, 2)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        z2 = (lm2[:, 2] - lm2[:, 3] - 0.5 * (lam[:, 2] ** 2 - lam[:, 3] ** 2)) / (lam[:, 3] - lam[:, 2])
+        z2 = ((lm2[:, 2] - lm2[:, 3] - 0.5 * (lam[:, 2] ** 2 - lam[:, 3] ** 2))
+              / (lam[:, 3] - lam[:, 2]))
     ok = (sg2[:, 2] * sg2[:, 3] < 0) & np.isfinite(z2) & (z2 > lo[:, 0]) & (z2 < hi[:, 0])
     z2 = np.where(ok, z2, hi[:, 0])
     bounds3 = np.concatenate([lo, z2[:, None], hi], axis=1)
@@ -559,7 +563,9 @@ def js_gradient(mu: ArrayLike, target: ArrayLike) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def optimal_step(mu: ArrayLike, target: ArrayLike, lr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def optimal_step(
+    mu: ArrayLike, target: ArrayLike, lr: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One step of the optimal-discriminator dynamics.
 
     ``(l, r) = argmax L(mu, ., .)``, then ``mu <- mu - lr grad_mu L(mu, l, r)`` (a gradient step
@@ -621,7 +627,9 @@ def first_order_step(
     return mu - lr * g_mu, new_l, new_r
 
 
-def _unrolled_grad_mu(mu: np.ndarray, x: np.ndarray, target: np.ndarray, lr: float, k: int) -> np.ndarray:
+def _unrolled_grad_mu(
+    mu: np.ndarray, x: np.ndarray, target: np.ndarray, lr: float, k: int
+) -> np.ndarray:
     """d/dmu L(mu, x_k(mu)), x_{j+1} = x_j + lr s_j f(x_j; mu), through the k steps."""
     J = np.zeros(x.shape + (2,))  # dx_j/dmu, (..., 4, 2)
     for _ in range(k):

@@ -1,4 +1,4 @@
-"""Optimal-discriminator versus first-order dynamics in the bimodal Gaussian GAN (MODEL.md section 6).
+"""Optimal-discriminator versus first-order dynamics in the bimodal Gaussian GAN (MODEL.md 6).
 
 Many random initial conditions are run under both dynamics of :mod:`meanfield_gan.models.bimodal`
 (Li, Madry, Peebles, Schmidt, ICML 2018) and each end state is classified as converged to
@@ -129,7 +129,9 @@ class BimodalConfig:
                 f"target_means: must be more than 2 * max(tol, collapse_tol) = "
                 f"{2 * max(tol, collapse_tol):g} apart for the outcomes to be distinct, got {tm}"
             )
-        return BimodalConfig(runs, steps, lr, tm, unrolled, seed, grid, init_range, tol, collapse_tol)
+        return BimodalConfig(
+            runs, steps, lr, tm, unrolled, seed, grid, init_range, tol, collapse_tol
+        )
 
 
 @dataclass
@@ -160,7 +162,9 @@ class BimodalStudy:
         return self.summary
 
 
-def initial_conditions(config: BimodalConfig) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+def initial_conditions(
+    config: BimodalConfig,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """Random and grid initial conditions of the study, from ``config.seed``.
 
     Returns
@@ -195,7 +199,8 @@ def _run_chunk(task: dict[str, Any]) -> dict[str, np.ndarray]:
     common = {"lr": task["lr"], "steps": task["steps"]}
     opt = bm.run_dynamics("optimal", task["mu0"], target, **common)
     fo = bm.run_dynamics(
-        "first_order", task["mu0"], target, l0=task["l0"], r0=task["r0"], unrolled=task["unrolled"], **common
+        "first_order", task["mu0"], target, l0=task["l0"], r0=task["r0"],
+        unrolled=task["unrolled"], **common,
     )
     js = bm.run_dynamics("jsd", task["mu0"], target, **common)
     out: dict[str, np.ndarray] = {}
@@ -211,7 +216,9 @@ def _run_chunk(task: dict[str, Any]) -> dict[str, np.ndarray]:
 def _fractions(codes: np.ndarray) -> dict[str, Any]:
     n = int(codes.size)
     counts = np.bincount(codes.astype(np.int64), minlength=len(bm.OUTCOMES))
-    out: dict[str, Any] = {name: (float(counts[k]) / n if n else None) for k, name in enumerate(bm.OUTCOMES)}
+    out: dict[str, Any] = {
+        name: (float(counts[k]) / n if n else None) for k, name in enumerate(bm.OUTCOMES)
+    }
     out["n_runs"] = n
     return out
 
@@ -271,7 +278,8 @@ def run_bimodal(
         for i in range(0, total, size)
     ]
     results = map_tasks(
-        _run_chunk, tasks, executor, max_workers=max_workers, progress=want_progress(progress), desc="bimodal"
+        _run_chunk, tasks, executor, max_workers=max_workers, progress=want_progress(progress),
+        desc="bimodal",
     )
     merged = {key: np.concatenate([r[key] for r in results]) for key in results[0]}
 
@@ -290,11 +298,14 @@ def run_bimodal(
         summary[dyn]["median_final_tv"] = float(np.median(random[dyn]["tv"]))
         summary[dyn]["median_final_jsd"] = float(np.median(random[dyn]["jsd"]))
     if grid is not None:
-        summary["grid"] = {"n": cfg.grid, **{dyn: _fractions(grid[dyn]["outcome"]) for dyn in bm.DYNAMICS}}
+        summary["grid"] = {
+            "n": cfg.grid, **{dyn: _fractions(grid[dyn]["outcome"]) for dyn in bm.DYNAMICS}
+        }
     settings = asdict(cfg)
     settings["target_means"] = list(cfg.target_means)
     settings["init"] = (
-        f"generator means and sorted interval ends uniform in [-{cfg.init_range:g}, {cfg.init_range:g}]"
+        f"generator means and sorted interval ends uniform in "
+        f"[-{cfg.init_range:g}, {cfg.init_range:g}]"
     )
     settings["outcome_codes"] = {name: k for k, name in enumerate(bm.OUTCOMES)}
     summary["settings"] = settings
@@ -345,7 +356,9 @@ _COLORS = ("#2ca02c", "#d62728", "#b0b0b0")  # converged, collapsed, other
 
 
 def plot_bimodal(study: BimodalStudy, path: str | os.PathLike) -> Path:
-    """Outcome heatmaps over the grid of initial generator means (both dynamics) and outcome fractions.
+    """Outcome heatmaps over the grid of initial generator means, and outcome fractions.
+
+    One heatmap for each dynamics (none when the study has no grid).
 
     Parameters
     ----------
@@ -413,7 +426,8 @@ def plot_bimodal(study: BimodalStudy, path: str | os.PathLike) -> Path:
     handles += [Patch(color=c, label=name) for c, name in zip(_COLORS, bm.OUTCOMES)]
     ax.legend(handles=handles, fontsize=6.5, loc="upper center", ncol=2)
     fig.suptitle(
-        f"bimodal GAN, mu* = ({m1:g}, {m2:g}), eta = {cfg.lr:g}, {cfg.steps} steps", fontsize=10, y=1.02
+        f"bimodal GAN, mu* = ({m1:g}, {m2:g}), eta = {cfg.lr:g}, {cfg.steps} steps",
+        fontsize=10, y=1.02,
     )
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return Path(path)
@@ -428,18 +442,24 @@ _DEFAULT = BimodalConfig()
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``meanfield-gan bimodal`` arguments to ``parser``."""
     d = _DEFAULT
-    parser.add_argument("--runs", type=int, default=d.runs, help=f"random initial conditions (default: {d.runs})")
-    parser.add_argument("--steps", type=int, default=d.steps, help=f"steps of each dynamics (default: {d.steps})")
+    parser.add_argument("--runs", type=int, default=d.runs,
+                        help=f"random initial conditions (default: {d.runs})")
+    parser.add_argument("--steps", type=int, default=d.steps,
+                        help=f"steps of each dynamics (default: {d.steps})")
     parser.add_argument("--lr", type=float, default=d.lr, help=f"step size eta (default: {d.lr:g})")
     parser.add_argument("--target-means", type=float, nargs=2, default=list(d.target_means),
                         metavar=("M1", "M2"), help="target means mu* (default: -2 2)")
     parser.add_argument("--unrolled", type=int, default=d.unrolled,
-                        help="unrolled discriminator steps in the first-order generator update (default: 0)")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of the initial conditions (default: {d.seed})")
+                        help="unrolled discriminator steps in the first-order generator update "
+                             "(default: 0)")
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help=f"seed of the initial conditions (default: {d.seed})")
     parser.add_argument("--grid", type=int, default=d.grid,
-                        help=f"heatmap grid size n: n x n initial generator means, 0 for none (default: {d.grid})")
+                        help=f"heatmap grid size n: n x n initial generator means, 0 for none "
+                             f"(default: {d.grid})")
     parser.add_argument("--init-range", type=float, default=d.init_range,
-                        help=f"initial means and ends uniform in [-A, A] (default: {d.init_range:g})")
+                        help=f"initial means and ends uniform in [-A, A] "
+                             f"(default: {d.init_range:g})")
     parser.add_argument("--tol", type=float, default=d.tol,
                         help=f"convergence tolerance on the means (default: {d.tol:g})")
     parser.add_argument("--collapse-tol", type=float, default=d.collapse_tol,
@@ -462,9 +482,15 @@ def cli_main(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"workers: must be a positive integer, got {args.workers}")
     if args.scheduler is not None and args.workers is not None:
-        raise ValueError("workers: give either --workers (local processes) or --scheduler, not both")
-    if args.scheduler is not None and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$", args.scheduler):
-        raise ValueError(f"scheduler: expected an address like tcp://host:8786, got {args.scheduler!r}")
+        raise ValueError(
+            "workers: give either --workers (local processes) or --scheduler, not both"
+        )
+    if args.scheduler is not None and not re.match(
+        r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$", args.scheduler
+    ):
+        raise ValueError(
+            f"scheduler: expected an address like tcp://host:8786, got {args.scheduler!r}"
+        )
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output: {out} exists and is not a directory")

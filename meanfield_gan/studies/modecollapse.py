@@ -164,7 +164,10 @@ class ModeCollapseResult:
         return lo - pad, hi + pad
 
     def densities(self, bins: int = 120) -> tuple[np.ndarray, np.ndarray]:
-        """Histogram densities of the generated law at each record: ``(edges (bins+1,), (T, bins))``."""
+        """Histogram densities of the generated law at each record.
+
+        Returns ``(edges, dens)``, of shapes ``(bins + 1,)`` and ``(T, bins)``.
+        """
         edges = np.linspace(*self.x_range(), bins + 1)
         dens = np.stack([np.histogram(s, bins=edges, density=True)[0] for s in self.samples])
         return edges, dens
@@ -184,8 +187,9 @@ class ModeCollapseResult:
         }
 
 
-def _summarise(times: np.ndarray, mass: np.ndarray, sides: np.ndarray, w1: np.ndarray, samples: np.ndarray,
-               target_mass: np.ndarray, w1_dirac: np.ndarray, scale: float) -> dict[str, Any]:
+def _summarise(times: np.ndarray, mass: np.ndarray, sides: np.ndarray, w1: np.ndarray,
+               samples: np.ndarray, target_mass: np.ndarray, w1_dirac: np.ndarray,
+               scale: float) -> dict[str, Any]:
     C = mass.shape[1]
     top = mass.argmax(axis=1)
     top_mass = mass.max(axis=1)
@@ -204,7 +208,9 @@ def _summarise(times: np.ndarray, mass: np.ndarray, sides: np.ndarray, w1: np.nd
         "covered_fraction": float(covered.mean()),
         "mode_switches": switches,
         "modes_visited": int(np.unique(seq).size),
-        "collapsed_records_per_mode": [int(np.count_nonzero(collapsed & (top == c))) for c in range(C)],
+        "collapsed_records_per_mode": [
+            int(np.count_nonzero(collapsed & (top == c))) for c in range(C)
+        ],
         "first_collapse_time_per_mode": first,
         "max_mass_near_per_mode": mass.max(axis=0).tolist(),
         "target_mass_near": target_mass.tolist(),
@@ -323,7 +329,8 @@ def simulate_mode_collapse(
         settings=settings, modes=m, scale=s, radius=r, times=np.asarray(traj.times),
         theta=traj.theta, omega=traj.omega, psi=np.asarray(traj.observables["psi"]),
         samples=samples, mass_near=mass, nearest_fraction=sides, w1=w1,
-        summary=_summarise(np.asarray(traj.times), mass, sides, w1, samples, target_mass, w1_dirac, s))
+        summary=_summarise(np.asarray(traj.times), mass, sides, w1, samples, target_mass,
+                           w1_dirac, s))
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,7 +350,9 @@ def _figure(figsize: tuple[float, float], dpi: int, **gridspec: Any):
     return fig, fig.subplots(1, 3, gridspec_kw=gridspec)
 
 
-def _draw_frame(axes, result: ModeCollapseResult, k: int, edges: np.ndarray, dens: np.ndarray) -> None:
+def _draw_frame(
+    axes, result: ModeCollapseResult, k: int, edges: np.ndarray, dens: np.ndarray
+) -> None:
     """Draw record ``k`` on three axes: generator particles, critic particles, densities."""
     ax_g, ax_c, ax_d = axes
     for ax in axes:
@@ -374,7 +383,8 @@ def _draw_frame(axes, result: ModeCollapseResult, k: int, edges: np.ndarray, den
     x = 0.5 * (edges[1:] + edges[:-1])
     ax_d.fill_between(x, dens[k], step="mid", color="C0", alpha=0.5, label="generated g(Z)")
     ax_d.plot(x, result.target_pdf(x), color="k", lw=1.0, label="target P*")
-    ymax = max(float(result.target_pdf(x).max()) * 1.3, float(np.quantile(dens.max(axis=1), 0.9)) * 1.05)
+    ymax = max(float(result.target_pdf(x).max()) * 1.3,
+               float(np.quantile(dens.max(axis=1), 0.9)) * 1.05)
     for mc in result.modes:
         ax_d.axvspan(mc - result.radius, mc + result.radius, color="0.9", zorder=0)
     f = mfg.critic_output(om, x[:, None])
@@ -392,7 +402,9 @@ def _draw_frame(axes, result: ModeCollapseResult, k: int, edges: np.ndarray, den
         ax.tick_params(labelsize=7)
 
 
-def plot_frame(result: ModeCollapseResult, k: int, path: str | os.PathLike, bins: int = 120) -> Path:
+def plot_frame(
+    result: ModeCollapseResult, k: int, path: str | os.PathLike, bins: int = 120
+) -> Path:
     """One animation frame (record ``k``) as a PNG: particles and the generated density.
 
     Parameters
@@ -459,7 +471,9 @@ def animate_mode_collapse(result: ModeCollapseResult, path: str | os.PathLike, f
     return Path(path)
 
 
-def plot_mode_collapse(result: ModeCollapseResult, path: str | os.PathLike, bins: int = 120) -> Path:
+def plot_mode_collapse(
+    result: ModeCollapseResult, path: str | os.PathLike, bins: int = 120
+) -> Path:
     """The summary figure: the generated density at two collapsed times (one per mode, when
     the run visits two), the generated density over time, and the mass near each mode and
     ``W_1`` over time.
@@ -490,7 +504,8 @@ def plot_mode_collapse(result: ModeCollapseResult, path: str | os.PathLike, bins
             continue
         top = max(top, float(dens[k].max()))
         ax.fill_between(x, dens[k], step="mid", alpha=0.45, color=f"C{c}",
-                        label=f"generated, t = {t[k]:.3g} ({result.mass_near[k, c]:.0%} near {mc:g})")
+                        label=f"generated, t = {t[k]:.3g} "
+                              f"({result.mass_near[k, c]:.0%} near {mc:g})")
     ax.set_xlim(edges[0], edges[-1])
     ax.set_ylim(0, 1.15 * top)
     ax.set_xlabel("x")
@@ -511,7 +526,8 @@ def plot_mode_collapse(result: ModeCollapseResult, path: str | os.PathLike, bins
     # (c) mass near each mode and W1.
     ax = axes[2]
     for c, mc in enumerate(result.modes):
-        ax.plot(t, result.mass_near[:, c], color=f"C{c}", label=f"mass within {result.radius:g} of {mc:g}")
+        ax.plot(t, result.mass_near[:, c], color=f"C{c}",
+                label=f"mass within {result.radius:g} of {mc:g}")
     ax.axhline(float(np.mean(result.summary["target_mass_near"])), color="0.5", lw=0.8, ls=":",
                label="target's mass per mode")
     ax.plot(t, result.w1, color="k", lw=1.0, label="W1(generated, target)")
@@ -559,8 +575,8 @@ def write_mode_collapse(result: ModeCollapseResult, outdir: str | os.PathLike, *
     def fill(f):
         for k in ("scale", "radius", "clip"):
             f.attrs[k] = getattr(result, k)
-        for k in ("times", "theta", "omega", "psi", "samples", "mass_near", "nearest_fraction", "w1",
-                  "modes"):
+        for k in ("times", "theta", "omega", "psi", "samples", "mass_near", "nearest_fraction",
+                  "w1", "modes"):
             big = k in ("theta", "omega", "samples")
             f.create_dataset(k, data=getattr(result, k), compression="gzip" if big else None)
 
