@@ -1,5 +1,9 @@
 """CPU engines side by side: one projected Euler step and one SGD step, steps per second.
 
+Three objectives (``--objectives``; MODEL.md section 7): ``wasserstein`` (the WGAN step, critic
+in the box ``[-1, 1]^{K+2}``), ``minimax`` (the original GAN, no box) and ``wgan_gp`` (the
+Wasserstein loss with the gradient penalty, ``lambda = 10``, no box).
+
 Engines, all in float64 on the same arrays:
 
 * ``numpy``  - the package's NumPy reference runner (``simulate(..., backend="numpy")``),
@@ -9,6 +13,17 @@ Engines, all in float64 on the same arrays:
 * ``torch.compile`` - the same function through ``torch.compile``,
 * ``jax``    - the same formulas in ``jax.numpy``, the step loop under ``jax.jit``
   (``lax.fori_loop``, so JAX, like our Numba runner, runs many steps per call).
+
+For ``wasserstein`` and ``minimax`` the PyTorch and JAX steps are the reference's formulas
+(the minimax one weights each node by ``phi'(f)``, from ``f`` at the nodes).  For ``wgan_gp``
+they are written as practitioners write WGAN-GP: the objectives of the particle networks,
+differentiated by autograd (``V_omega = M dPsi_c/domega``, ``V_theta = -N dPsi_g/dtheta``), the
+penalty's ``grad_x f`` at the interpolates by ``torch.autograd.grad(..., create_graph=True)``
+(PyTorch eager) or ``jax.grad`` (JAX).  ``torch.compile`` does not support that double
+backward, so its step is the same one written with ``torch.func.grad`` and ``vmap``.
+The penalty's interpolates pair node ``b``'s ``z_b`` and
+``x_b`` with a fixed ``eps_b`` (the package's Euler runner is handed these as its penalty
+triples, its SGD runner as the batch's ``eps``).
 
 PyTorch and JAX are optional (not dependencies of the package): missing ones are skipped with a
 note.  Before timing, every engine takes the same steps from the same state as the NumPy
@@ -24,16 +39,19 @@ bound.
 
 Usage::
 
-    python benchmarks/bench_engines.py            # full grid (10 to 20 minutes on 2 cores)
-    python benchmarks/bench_engines.py --quick    # a subset (about 2 minutes)
+    python benchmarks/bench_engines.py            # full grid, every objective
+    python benchmarks/bench_engines.py --quick    # a subset
+    python benchmarks/bench_engines.py --quick --objectives minimax wgan_gp
 
-Results: ``benchmarks/results/bench_engines{_quick}.{json,md}``.
+Results: ``benchmarks/results/bench_engines{_quick}{_objectives}.{json,md}`` (the objectives'
+suffix only when not all three run).
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
 import json
+import math
 import os
 import platform
 import sys
@@ -55,7 +73,10 @@ from meanfield_gan.engines._numba import NumbaRunner as _NumbaRunner  # noqa: E4
 from meanfield_gan.engines.reference import NumpyRunner as _NumpyRunner  # noqa: E402
 
 ENGINES = ("numpy", "numba", "torch", "torch.compile", "jax")
+OBJECTIVES = ("wasserstein", "minimax", "wgan_gp")
 CLIP = 1.0
+#: The gradient penalty's weight in the ``wgan_gp`` cases (the paper's).
+LAMBDA = 10.0
 #: Above this many elements of an (N, B, K) array the array engines are skipped (memory/time).
 MAX_DENSE = 4e7
 
@@ -66,10 +87,14 @@ MAX_DENSE = 4e7
 
 
 class _Config:
-    """One benchmark case: scheme ("euler" or "sgd"), K = L, N = M, nodes/batch B."""
+    """One benchmark case: scheme ("euler" or "sgd"), K = L, N = M, nodes/batch B, objective."""
 
-    def __init__(self, scheme: str, K: int, N: int, B: int, seed: int = 0):
+    def __init__(self, scheme: str, K: int, N: int, B: int, seed: int = 0,
+                 objective: str = "wasserstein"):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         self.scheme, self.K, self.L, self.N, self.M, self.B = scheme, K, K, N, N, B
+        self.objective = objective
         rng = np.random.default_rng(seed)
         self.theta = rng.normal(size=(N, K, K + 2))
         self.omega = rng.uniform(-0.5, 0.5, size=(N, K + 2))
@@ -77,6 +102,7 @@ class _Config:
         self.z = rng.normal(size=(B, K))
         self.x = rng.normal(size=(B, K)) + 0.5
         self.w = np.full(B, 1.0 / B)
+        self.eps = rng.uniform(size=B)  # the penalty's eps_b (drawn last: the rest unchanged)
         if scheme == "euler":
             self.dt, self.gdt = 1e-3, 2e-3
         else:  # SGD(lr=1, n_critic=1): dt = lr/N, gamma_c dt = n_critic lr/M
@@ -84,11 +110,31 @@ class _Config:
 
     @property
     def label(self) -> str:
-        return f"{self.scheme} K=L={self.K} N=M={self.N:.0e} B={self.B}"
+        head = "" if self.objective == "wasserstein" else f"{self.objective} "
+        return f"{head}{self.scheme} K=L={self.K} N=M={self.N:.0e} B={self.B}"
+
+    @property
+    def clip(self) -> float:
+        """The box: the WGAN's for ``wasserstein``, none for the other objectives."""
+        return CLIP if self.objective == "wasserstein" else math.inf
+
+    @property
+    def loss(self) -> str:
+        return "minimax" if self.objective == "minimax" else "wasserstein"
+
+    @property
+    def lam(self) -> float:
+        return LAMBDA if self.objective == "wgan_gp" else 0.0
 
     @property
     def sigmoids(self) -> int:
-        return 2 * self.N * self.K * self.B + self.M * 2 * self.B
+        """Sigmoids per step: ``2 N K B + 2 M B``; minimax adds ``f`` at the nodes (``2 M B``),
+        the penalty ``g`` at its ``B`` latents, ``grad f`` and its own pass over the critic at
+        the interpolates (``N K B + 2 M B``)."""
+        base = 2 * self.N * self.K * self.B + self.M * 2 * self.B
+        extra = {"wasserstein": 0, "minimax": 2 * self.M * self.B,
+                 "wgan_gp": self.N * self.K * self.B + 2 * self.M * self.B}
+        return base + extra[self.objective]
 
     @property
     def dense(self) -> int:
@@ -96,7 +142,8 @@ class _Config:
 
     def problem(self) -> mfg.Problem:
         target = mfg.GaussianMixture([[0.0] * self.K], 1.0)
-        return mfg.Problem(self.K, self.L, target, clip=CLIP)
+        return mfg.Problem(self.K, self.L, target, clip=self.clip, loss=self.loss,
+                           gradient_penalty=self.lam, penalty_size=self.B)
 
     def scheme_obj(self):
         if self.scheme == "euler":
@@ -116,9 +163,12 @@ def _package_runner(cls, cfg: _Config):
     runner = cls.__new__(cls)
     problem, scheme = cfg.problem(), cfg.scheme_obj()
     if cfg.scheme == "euler":
-        # _Runner.__init__ asks the problem for its quadrature; hand it the benchmark's nodes.
+        # _Runner.__init__ asks the problem for its quadrature (and penalty triples); hand it
+        # the benchmark's nodes.
         quad = (cfg.z, cfg.w, cfg.x, cfg.w)
         object.__setattr__(problem, "quadrature", lambda n_latent=None, n_target=None: quad)
+        triples = (cfg.z, cfg.x, cfg.eps, cfg.w)
+        object.__setattr__(problem, "penalty_triples", lambda: triples)
     cls.__init__(runner, problem, state, scheme)
     return runner
 
@@ -133,7 +183,10 @@ def package_engine(name: str, cfg: _Config):
             done = runner.advance(n, None, None)
         else:
             if n not in batches:
-                batches[n] = cfg.batches(n)
+                extra = None
+                if cfg.lam > 0:  # the same eps_b at every step, as the dense engines use
+                    extra = {"eps": np.broadcast_to(cfg.eps[None, None], (n, 1, cfg.B)).copy()}
+                batches[n] = (*cfg.batches(n), extra)
             done = runner.advance(n, *batches[n])
         assert done == n, "non-finite values"
 
@@ -149,8 +202,12 @@ def package_engine(name: str, cfg: _Config):
 # --------------------------------------------------------------------------------------
 
 
-def dense_step(xp, sigmoid, theta, omega, z, zw, x, xw, dt, gdt, clip):
-    """One simultaneous step ``theta + dt V_theta``, ``clip(omega + gdt V_omega)``."""
+def dense_step(xp, sigmoid, theta, omega, z, zw, x, xw, dt, gdt, clip, loss="wasserstein"):
+    """One simultaneous step ``theta + dt V_theta``, ``clip(omega + gdt V_omega)``.
+
+    ``loss`` ``"wasserstein"`` or ``"minimax"``: the minimax velocities are the Wasserstein
+    sums with the node weights ``phi'(f)`` of MODEL.md section 7.
+    """
     K = omega.shape[1] - 2
     L = theta.shape[2] - 2
     M = omega.shape[0]
@@ -160,19 +217,88 @@ def dense_step(xp, sigmoid, theta, omega, z, zw, x, xw, dt, gdt, clip):
     alpha, beta, gamma = omega[:, 0], omega[:, 1:K + 1], omega[:, K + 1]
     sg = sigmoid(g @ beta.T + gamma)                                          # (B, M)
     sx = sigmoid(x @ beta.T + gamma)
+    wz, wx, wg = zw, xw, zw
+    if loss == "minimax":  # phi_1' = s(-f), -phi_2' = s(f), phi_3' = s(-f), f at the nodes
+        fg = sg @ alpha / M
+        fx = sx @ alpha / M
+        wz = wg = zw * sigmoid(-fg)
+        wx = xw * sigmoid(fx)
     dg = sg * (1.0 - sg)
     dx = sx * (1.0 - sx)
-    v_alpha = zw @ sg - xw @ sx
-    v_beta = alpha[:, None] * ((zw[:, None] * dg).T @ g - (xw[:, None] * dx).T @ x)
-    v_gamma = alpha * (zw @ dg - xw @ dx)
+    v_alpha = wz @ sg - wx @ sx
+    v_beta = alpha[:, None] * ((wz[:, None] * dg).T @ g - (wx[:, None] * dx).T @ x)
+    v_gamma = alpha * (wz @ dg - wx @ dx)
     v_omega = xp.concatenate([v_alpha[:, None], v_beta, v_gamma[:, None]], axis=1)
-    wh = zw[:, None] * ((alpha * dg) @ beta) / M                              # w_b h(z_b)
+    wh = wg[:, None] * ((alpha * dg) @ beta) / M                              # w_b h(z_b)
     ds = s * (1.0 - s)
     v_a = -xp.einsum("bk,nbk->nk", wh, s)
     v_B = -a[..., None] * xp.einsum("bk,nbk,bl->nkl", wh, ds, z)
     v_c = -a * xp.einsum("bk,nbk->nk", wh, ds)
     v_theta = xp.concatenate([v_a[..., None], v_B, v_c[..., None]], axis=2)
     return theta + dt * v_theta, xp.clip(omega + gdt * v_omega, -clip, clip)
+
+
+def _generator(einsum, sigmoid, theta, z):
+    """``g(z_b) = (1/N) sum_i a_i s(B_i z_b + c_i)`` on dense arrays, shape ``(B, K)``."""
+    L = theta.shape[2] - 2
+    a, Bm, c = theta[..., 0], theta[..., 1:L + 1], theta[..., L + 1]
+    u = einsum("nkl,bl->nbk", Bm, z) + c[:, None, :]                      # (N, B, K)
+    return (a[:, None, :] * sigmoid(u)).mean(0)
+
+
+def _critic(sigmoid, omega, x):
+    """``f(x_b) = (1/M) sum_j alpha_j s(beta_j . x_b + gamma_j)``, shape ``(B,)``."""
+    K = omega.shape[1] - 2
+    u = x @ omega[:, 1:K + 1].T + omega[:, K + 1]
+    return (omega[:, 0] * sigmoid(u)).mean(-1)
+
+
+def torch_gp_step(theta, omega, z, zw, x, xw, eps, dt, gdt, lam):
+    """A WGAN-GP step as practitioners write it: losses, autograd, ``create_graph=True``.
+
+    The critic ascends ``Psi_c = E f(g(Z)) - E f(X) - lam E (|grad f(xh)| - 1)^2`` and the
+    generator descends ``Psi_g = E f(g(Z))``, both at the same state (the simultaneous step);
+    particle velocities are ``V_omega = M dPsi_c/domega`` and ``V_theta = -N dPsi_g/dtheta``.
+    """
+    import torch
+
+    th = theta.detach().requires_grad_(True)
+    om = omega.detach().requires_grad_(True)
+    g = _generator(torch.einsum, torch.sigmoid, th, z)
+    fake = g.detach()
+    xh = (eps[:, None] * x + (1.0 - eps[:, None]) * fake).requires_grad_(True)
+    grad_x, = torch.autograd.grad(_critic(torch.sigmoid, om, xh).sum(), xh, create_graph=True)
+    penalty = xw @ (grad_x.norm(dim=1) - 1.0) ** 2
+    critic_loss = -(zw @ _critic(torch.sigmoid, om, fake) - xw @ _critic(torch.sigmoid, om, x)
+                    - lam * penalty)
+    d_omega, = torch.autograd.grad(critic_loss, om)
+    generator_loss = zw @ _critic(torch.sigmoid, om.detach(), g)
+    d_theta, = torch.autograd.grad(generator_loss, th)
+    N, M = theta.shape[0], omega.shape[0]
+    return (theta - dt * N * d_theta).detach(), (omega - gdt * M * d_omega).detach()
+
+
+def torch_func_gp_step(theta, omega, z, zw, x, xw, eps, dt, gdt, lam):
+    """The same step with ``torch.func.grad`` (and ``vmap`` for the penalty's ``grad_x f``):
+    the form ``torch.compile`` takes, as it does not support double backward through
+    ``torch.autograd.grad(..., create_graph=True)``."""
+    import torch
+    from torch.func import grad, vmap
+
+    sig = torch.sigmoid
+    N, M = theta.shape[0], omega.shape[0]
+    fake = _generator(torch.einsum, sig, theta, z).detach()
+    xh = eps[:, None] * x + (1.0 - eps[:, None]) * fake
+
+    def psi_c(om):
+        grad_x = vmap(grad(lambda p: _critic(sig, om, p[None])[0]))(xh)
+        penalty = xw @ (torch.sqrt((grad_x * grad_x).sum(1)) - 1.0) ** 2
+        return zw @ _critic(sig, om, fake) - xw @ _critic(sig, om, x) - lam * penalty
+
+    def psi_g(th):
+        return zw @ _critic(sig, omega, _generator(torch.einsum, sig, th, z))
+
+    return theta - dt * N * grad(psi_g)(theta), omega + gdt * M * grad(psi_c)(omega)
 
 
 def torch_engine(cfg: _Config, compiled: bool):
@@ -187,17 +313,27 @@ def torch_engine(cfg: _Config, compiled: bool):
         concatenate = staticmethod(lambda a, axis: torch.cat(a, dim=axis))
         clip = staticmethod(torch.clamp)
 
-    def step(theta, omega, z, zw, x, xw):
-        return dense_step(_XP, torch.sigmoid, theta, omega, z, zw, x, xw, cfg.dt, cfg.gdt, CLIP)
+    if cfg.objective == "wgan_gp":
+        eps = t(cfg.eps)
+        gp_step = torch_func_gp_step if compiled else torch_gp_step
+
+        def step(theta, omega, z, zw, x, xw):  # no box: nothing to clip
+            return gp_step(theta, omega, z, zw, x, xw, eps, cfg.dt, cfg.gdt, cfg.lam)
+    else:
+        def step(theta, omega, z, zw, x, xw):
+            return dense_step(_XP, torch.sigmoid, theta, omega, z, zw, x, xw, cfg.dt, cfg.gdt,
+                              cfg.clip, cfg.loss)
 
     if compiled:
         torch._dynamo.reset()  # one compilation per case (else the recompile limit is hit)
     fn = torch.compile(step, dynamic=False) if compiled else step
     args = [t(cfg.z), t(cfg.w), t(cfg.x), t(cfg.w)]
     state = [t(cfg.theta.copy()), t(cfg.omega.copy())]
+    # autograd's penalty needs grad mode on; torch.func and the other steps do not
+    grad_mode = torch.enable_grad if cfg.objective == "wgan_gp" and not compiled else torch.no_grad
 
     def advance(n: int):
-        with torch.no_grad():
+        with grad_mode():
             th, om = state
             for _ in range(n):
                 th, om = fn(th, om, *args)
@@ -215,11 +351,33 @@ def jax_engine(cfg: _Config):
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    z, w, x = (jnp.asarray(a) for a in (cfg.z, cfg.w, cfg.x))
+    z, w, x, eps = (jnp.asarray(a) for a in (cfg.z, cfg.w, cfg.x, cfg.eps))
+    sig = jax.nn.sigmoid
+
+    def gp_body(_, carry):
+        # WGAN-GP with jax.grad: the penalty's grad_x f by jax.grad of f at each interpolate,
+        # the velocities by jax.grad of the objectives (V = M dPsi_c/domega, -N dPsi_g/dtheta)
+        theta, omega = carry
+        N, M = theta.shape[0], omega.shape[0]
+        fake = jax.lax.stop_gradient(_generator(jnp.einsum, sig, theta, z))
+        xh = eps[:, None] * x + (1.0 - eps[:, None]) * fake
+
+        def psi_c(om):
+            grad_x = jax.vmap(jax.grad(lambda p: _critic(sig, om, p[None])[0]))(xh)
+            penalty = w @ (jnp.sqrt(jnp.sum(grad_x * grad_x, axis=1)) - 1.0) ** 2
+            return w @ _critic(sig, om, fake) - w @ _critic(sig, om, x) - cfg.lam * penalty
+
+        def psi_g(th):
+            return w @ _critic(sig, omega, _generator(jnp.einsum, sig, th, z))
+
+        return (theta - cfg.dt * N * jax.grad(psi_g)(theta),
+                omega + cfg.gdt * M * jax.grad(psi_c)(omega))
 
     def body(_, carry):
-        return dense_step(jnp, jax.nn.sigmoid, carry[0], carry[1], z, w, x, w, cfg.dt, cfg.gdt,
-                          CLIP)
+        if cfg.objective == "wgan_gp":
+            return gp_body(_, carry)
+        return dense_step(jnp, sig, carry[0], carry[1], z, w, x, w, cfg.dt, cfg.gdt, cfg.clip,
+                          cfg.loss)
 
     run = jax.jit(lambda th, om, n: jax.lax.fori_loop(0, n, body, (th, om)))
     state = [jnp.asarray(cfg.theta), jnp.asarray(cfg.omega)]
@@ -358,21 +516,25 @@ def _print_bound(title: str, bound: dict) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def grid(quick: bool) -> list[_Config]:
+def grid(quick: bool, objectives: tuple[str, ...] = ("wasserstein",)) -> list[_Config]:
+    """The cases of each objective; minimax and wgan_gp: the Wasserstein cases up to
+    ``N = 1e4`` (``--quick``: the target case ``N = M = B = 1000`` and SGD with batch 64, at
+    ``K = L = 1``), so each has its Wasserstein twin (the ``cost vs wasserstein`` column)."""
     cfgs = []
-    if quick:
+    for obj in objectives:
+        if quick:
+            for K in ((1, 2) if obj == "wasserstein" else (1,)):
+                for N in ((100, 1000) if obj == "wasserstein" else (1000,)):
+                    cfgs.append(_Config("euler", K, N, N, objective=obj))
+                for B in ((1, 64) if obj == "wasserstein" else (64,)):
+                    cfgs.append(_Config("sgd", K, 1000, B, objective=obj))
+            continue
         for K in (1, 2):
-            for N in (100, 1000):
-                cfgs.append(_Config("euler", K, N, N))
-            for B in (1, 64):
-                cfgs.append(_Config("sgd", K, 1000, B))
-        return cfgs
-    for K in (1, 2):
-        for N in (100, 1000, 10_000, 100_000):
-            for B in (100, 1000):
-                cfgs.append(_Config("euler", K, N, B))
-            for B in (1, 64):
-                cfgs.append(_Config("sgd", K, N, B))
+            for N in (100, 1000, 10_000, 100_000) if obj == "wasserstein" else (100, 1000, 10_000):
+                for B in (100, 1000):
+                    cfgs.append(_Config("euler", K, N, B, objective=obj))
+                for B in (1, 64):
+                    cfgs.append(_Config("sgd", K, N, B, objective=obj))
     return cfgs
 
 
@@ -394,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a subset of the grid")
     ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    ap.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES,
+                    help="objectives to time (default: all)")
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per timing")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "results"))
@@ -410,10 +574,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"numba threads {numba.get_num_threads()}; load average {os.getloadavg()[0]:.2f}",
           flush=True)
 
-    # Agreement first, on small cases of both schemes and both dimensions.
+    # Agreement first, on small cases of both schemes and both dimensions, per objective.
+    objectives = tuple(o for o in OBJECTIVES if o in args.objectives)
     agreement = {}
-    for cfg in (_Config("euler", 1, 50, 40), _Config("euler", 2, 60, 30),
-                _Config("sgd", 1, 70, 1), _Config("sgd", 2, 40, 64)):
+    for cfg in (_Config(*case, objective=obj) for obj in objectives
+                for case in (("euler", 1, 50, 40), ("euler", 2, 60, 30), ("sgd", 1, 70, 1),
+                             ("sgd", 2, 40, 64))):
         d = check_agreement(cfg, [e for e in engines if e != "numpy"])
         agreement[cfg.label] = d
         bad = {k: v for k, v in d.items() if not v <= 1e-10}
@@ -432,9 +598,11 @@ def main(argv: list[str] | None = None) -> int:
     _print_bound("sigmoid throughput, before (1e9/s): ", bound)
 
     rows = []
-    for cfg in grid(args.quick):
-        row = {"case": cfg.label, "scheme": cfg.scheme, "K": cfg.K, "L": cfg.L, "N": cfg.N,
-               "M": cfg.M, "B": cfg.B, "sigmoids_per_step": cfg.sigmoids, "steps_per_s": {}}
+    cases = grid(args.quick, objectives)
+    for cfg in cases:
+        row = {"case": cfg.label, "objective": cfg.objective, "scheme": cfg.scheme, "K": cfg.K,
+               "L": cfg.L, "N": cfg.N, "M": cfg.M, "B": cfg.B,
+               "sigmoids_per_step": cfg.sigmoids, "steps_per_s": {}}
         for name in engines:
             if name != "numba" and cfg.dense > MAX_DENSE:
                 row["steps_per_s"][name] = None  # (N, B, K) arrays too large for this machine
@@ -462,10 +630,11 @@ def main(argv: list[str] | None = None) -> int:
     _print_bound("sigmoid throughput, after (1e9/s): ", after)
     bound = dict(max(before, after, key=lambda b: b["bound"]))
     bound["before_and_after"] = [before["bound"], after["bound"]]
-    for row, cfg in zip(rows, grid(args.quick)):
+    for row, cfg in zip(rows, cases):
         rate = row["steps_per_s"]["numba"]
         row["bound_fraction"] = rate * cfg.sigmoids / bound["bound"]
         row["overhead_us"] = 1e6 * (1.0 / rate - cfg.sigmoids / bound["bound"])
+    _cost_vs_wasserstein(rows)
 
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "numba_threads": numba.get_num_threads(),
@@ -478,12 +647,25 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     stem = "bench_engines_quick" if args.quick else "bench_engines"
+    if objectives != OBJECTIVES:
+        stem += "_" + "_".join(objectives)
     (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown_table(rows, engines, bound, notes)
     (out / f"{stem}.md").write_text(table)
     print(table)
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}")
     return 0
+
+
+def _cost_vs_wasserstein(rows) -> None:
+    """``row["numba_cost_vs_wasserstein"]``: a Numba step's time over that of the Wasserstein
+    step of the same case (scheme, K, N, B), when both ran (None otherwise)."""
+    key = lambda r: (r["scheme"], r["K"], r["N"], r["B"])  # noqa: E731
+    wass = {key(r): r["steps_per_s"]["numba"] for r in rows if r["objective"] == "wasserstein"}
+    for r in rows:
+        w = wass.get(key(r))
+        r["numba_cost_vs_wasserstein"] = (w / r["steps_per_s"]["numba"]
+                                          if w and r["objective"] != "wasserstein" else None)
 
 
 def _versions(engines) -> dict:
@@ -515,14 +697,17 @@ def _row_text(row, engines) -> str:
 
 def markdown_table(rows, engines, bound, notes) -> str:
     head = ["case"] + [f"{e} (steps/s)" for e in engines] + [
-        "numba / numpy", "numba / best torch,jax", "% of sigmoid bound", "overhead (us)"]
+        "numba / numpy", "numba / best torch,jax", "% of sigmoid bound", "overhead (us)",
+        "numba cost vs wasserstein"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         r = row["steps_per_s"]
         cells = [row["case"]] + [_fmt(r.get(e)) for e in engines]
         cells += [f"{row['numba_vs_numpy']:.1f}x" if row["numba_vs_numpy"] else "-",
                   f"{row['numba_vs_best_torch_jax']:.1f}x" if row["numba_vs_best_torch_jax"] else "-",
-                  f"{100 * row['bound_fraction']:.0f}%", f"{row['overhead_us']:.1f}"]
+                  f"{100 * row['bound_fraction']:.0f}%", f"{row['overhead_us']:.1f}",
+                  f"{row['numba_cost_vs_wasserstein']:.2f}x"
+                  if row.get("numba_cost_vs_wasserstein") else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Sigmoid throughput on all cores (1e9/s), the better of the runs before and "
@@ -533,6 +718,17 @@ def markdown_table(rows, engines, bound, notes) -> str:
                      f"{v / 1e9:.2f}" for v in bound.get("before_and_after", []))
                  + f"); {bound['threads']} threads.  `-`: not run (dense arrays over "
                  f"{MAX_DENSE:.0e} elements) or not installed.")
+    if any(r.get("objective", "wasserstein") != "wasserstein" for r in rows):
+        lines.append(f"Rows without a prefix: the Wasserstein step, critic in [-{CLIP:g}, "
+                     f"{CLIP:g}]^(K+2).  `minimax`: the original GAN's step, no box.  "
+                     f"`wgan_gp`: the Wasserstein step with the gradient penalty (lambda = "
+                     f"{LAMBDA:g}), no box; its PyTorch and JAX steps use autograd "
+                     "(eager PyTorch: `torch.autograd.grad(..., create_graph=True)`; "
+                     "`torch.compile`, which has no double backward: `torch.func.grad`; JAX: "
+                     "`jax.grad`).  The bound counts the sigmoids of "
+                     "`_Config.sigmoids` (more per step for these objectives).  `numba cost "
+                     "vs wasserstein`: a Numba step's time over the Wasserstein step's, same "
+                     "scheme, K, N and B.")
     for n in notes:
         lines.append(f"Note: {n}.")
     return "\n".join(lines) + "\n"

@@ -25,6 +25,9 @@ the number of distinct critic positions can only decrease.
 
 The configuration file is an ordinary run configuration (:mod:`meanfield_gan.io.config`, the
 format of ``meanfield-gan run``), so the same file also runs under ``meanfield-gan run``.
+A configuration without a box (``clip = inf``) runs too (boundary fractions are then 0).
+``--compare-penalty`` runs the configuration with its box and as WGAN-GP (no box, gradient
+penalty) from the same particles: :mod:`meanfield_gan.studies.coagulation_gp`.
 """
 from __future__ import annotations
 
@@ -45,6 +48,13 @@ import meanfield_gan as mfg
 from meanfield_gan._util import want_progress, write_study_outputs
 from meanfield_gan._validation import nonnegative
 from meanfield_gan.io.config import BACKENDS, RunConfig
+from meanfield_gan.studies.coagulation_gp import (
+    DEFAULT_PENALTY,
+    cloud_diagnostics,
+    first_time,
+    run_penalty_comparison,
+    write_penalty_comparison,
+)
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -143,7 +153,8 @@ def load_coagulation_config(
 
 def _check_tol(tol: float | None, clip: float) -> float:
     if tol is None:
-        return 1e-6 * clip
+        # relative to the box; without one, to the unit scale of the initial critic
+        return 1e-6 * (clip if math.isfinite(clip) else 1.0)
     return nonnegative(tol, "tol")
 
 
@@ -238,8 +249,8 @@ def run_coagulation(
         A validated configuration (:func:`load_coagulation_config`), a TOML file, or ``None``
         for :data:`DEFAULT_CONFIG`.
     tol : float, optional
-        Linking distance of ``n_clusters`` and ``t0_tol`` (default ``1e-6 * clip``). ``t0``
-        itself always means exact coincidence.
+        Linking distance of ``n_clusters`` and ``t0_tol`` (default ``1e-6 * clip``, ``1e-6``
+        without a box). ``t0`` itself always means exact coincidence.
     progress : bool or None
         Progress bar (``None``: only on a terminal).
 
@@ -263,12 +274,16 @@ def run_coagulation(
     record = rs.record if isinstance(rs.record, int) else list(rs.record)
     traj = mfg.simulate(problem, state, scheme, rs.t_end, record=record, seed=rs.seed,
                     backend=rs.backend, progress=want_progress(progress))
-    diags = [mfg.metrics.coagulation(om, clip, tol=t) for om in traj.omega]
+    diags = [cloud_diagnostics(om, clip, tol=t) for om in traj.omega]
     series = {k: np.array([d[k] for d in diags]) for k in SERIES}
     faces = np.stack([d["face_fractions"] for d in diags])
     # t0 counts exact coincidence only: clipping puts merged particles on the same bits.
-    t0 = mfg.metrics.coagulation_time(traj.times, traj.omega, clip, tol=0.0)
-    t0_tol = mfg.metrics.coagulation_time(traj.times, traj.omega, clip, tol=t)
+    if math.isfinite(clip):
+        t0 = mfg.metrics.coagulation_time(traj.times, traj.omega, clip, tol=0.0)
+        t0_tol = mfg.metrics.coagulation_time(traj.times, traj.omega, clip, tol=t)
+    else:  # the same definitions, from the series (coagulation_time takes a finite box)
+        t0 = first_time(np.asarray(traj.times), series["n_distinct"] == 1)
+        t0_tol = first_time(np.asarray(traj.times), series["n_clusters"] == 1)
     return CoagulationResult(
         config=config, times=np.asarray(traj.times, dtype=float), steps=np.asarray(traj.steps),
         theta=traj.theta, omega=traj.omega, psi=np.asarray(traj.observables["psi"]),
@@ -379,7 +394,9 @@ def plot_coagulation(result: CoagulationResult, path: str | os.PathLike,
     i, j = coords
     if not (0 <= i < d and 0 <= j < d and i != j):
         raise ValueError(f"coords: need two distinct critic coordinates in [0, {d - 1}], got {coords!r}")
-    c = result.clip
+    box = math.isfinite(result.clip)
+    # without a box, the cube that holds every record's cloud plays the box's part in the axes
+    c = result.clip if box else max(float(np.abs(result.omega).max()), 1e-12)
     idx = _snapshot_indices(result)
     # A Figure on an Agg canvas, not pyplot: no global backend switch (a notebook's inline
     # plots keep working) and no figure left registered with pyplot.
@@ -390,7 +407,8 @@ def plot_coagulation(result: CoagulationResult, path: str | os.PathLike,
         ax = fig.add_subplot(gs[0, n])
         # Coincident particles are drawn once, with an area growing with their number.
         pts, counts = np.unique(result.omega[k] + 0.0, axis=0, return_counts=True)
-        ax.add_patch(Rectangle((-c, -c), 2 * c, 2 * c, fill=False, lw=1.0, color="k"))
+        if box:
+            ax.add_patch(Rectangle((-c, -c), 2 * c, 2 * c, fill=False, lw=1.0, color="k"))
         ax.scatter(pts[:, i], pts[:, j], c=pts[:, -1], s=8.0 * np.sqrt(counts), cmap="viridis",
                         vmin=-c, vmax=c, edgecolors="none", alpha=0.8)
         ax.set_xlim(-1.15 * c, 1.15 * c)
@@ -414,7 +432,8 @@ def plot_coagulation(result: CoagulationResult, path: str | os.PathLike,
     ax.plot(t, s["corner_fraction"], label="at a corner", color="C1")
     ax.plot(t, s["n_distinct"] / M, label="distinct positions / M", color="C2")
     # sqrt(K+2) clip bounds the spread of any cloud in Q: the curve stays in [0, 1].
-    ax.plot(t, s["spread"] / (c * math.sqrt(d)), label="spread / (clip sqrt(K+2))", color="C3", ls="--")
+    ax.plot(t, s["spread"] / (c * math.sqrt(d)), color="C3", ls="--",
+            label=f"spread / ({'clip' if box else 'max |omega|'} sqrt(K+2))")
     if result.t0 is not None:
         ax.axvline(result.t0, color="k", lw=0.8, ls=":")
         ax.text(result.t0, 1.04, f" t0 = {result.t0:.3g}", fontsize=8, va="bottom")
@@ -440,10 +459,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="engine (default: the configuration's run.backend)")
     parser.add_argument("--tol", type=float, default=None,
                         help="linking distance of n_clusters and t0_tol (default: 1e-6 * clip)")
+    parser.add_argument("--compare-penalty", action="store_true",
+                        help="run the configuration with its box and as WGAN-GP (no box, "
+                             "gradient penalty) from the same particles; writes "
+                             "OUTDIR/coagulation_gp.{json,h5,png}")
+    parser.add_argument("--penalty", type=float, default=None, metavar="LAMBDA",
+                        help=f"lambda of --compare-penalty (default {DEFAULT_PENALTY:g})")
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    """Run the study and write ``OUTDIR/coagulation.{json,h5,png}``; print t0 and the paths."""
+    """Run the study and write ``OUTDIR/coagulation.{json,h5,png}`` (``coagulation_gp.*`` with
+    ``--compare-penalty``); print t0 and the paths."""
     # Everything is validated before the run, so bad input leaves no output behind.
     cfg = load_coagulation_config(args.config, backend=args.backend)
     _check_tol(args.tol, cfg.problem.clip)
@@ -451,6 +477,10 @@ def cli_main(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"output: {out} exists and is not a directory")
     progress = cfg.run.progress
+    if getattr(args, "penalty", None) is not None and not getattr(args, "compare_penalty", False):
+        raise ValueError("--penalty: goes with --compare-penalty")
+    if getattr(args, "compare_penalty", False):
+        return _compare_penalty(cfg, args, out, None if progress == "auto" else progress)
     result = run_coagulation(cfg, tol=args.tol, progress=None if progress == "auto" else progress)
     paths = write_coagulation(result, out)
     M = result.omega.shape[1]
@@ -460,6 +490,26 @@ def cli_main(args: argparse.Namespace) -> int:
     else:
         corner = json.dumps([float(v) for v in result.omega[np.searchsorted(result.times, result.t0), 0]])
         print(f"t0 = {result.t0:.6g}: all {M} critic particles at {corner}")
+    for key in ("json", "h5", "png"):
+        print(f"wrote {paths[key]}")
+    return 0
+
+
+def _compare_penalty(cfg: RunConfig, args: argparse.Namespace, out: Path,
+                     progress: bool | None) -> int:
+    """``--compare-penalty``: both runs, ``OUTDIR/coagulation_gp.*`` and a line per run."""
+    lam = DEFAULT_PENALTY if args.penalty is None else args.penalty
+    result = run_penalty_comparison(cfg, penalty=lam, tol=args.tol, progress=progress)
+    paths = write_penalty_comparison(result, out)
+    M = cfg.init.M
+    for name, run in result.runs.items():
+        what = "box" if name == "clip" else f"no box, lambda = {result.penalty:g}"
+        end = (f"coagulates at t0 = {run.t0:.6g}" if run.t0 is not None else
+               f"{int(run.series['n_distinct'][-1])} distinct critic positions at "
+               f"t = {run.times[-1]:.6g}")
+        med = float(np.median(run.grad_norm["interpolates"][-1]))
+        print(f"{name} ({what}): {end} (M = {M}), spread {run.series['spread'][-1]:.4g}, "
+              f"median |grad f| at the interpolates {med:.3g}")
     for key in ("json", "h5", "png"):
         print(f"wrote {paths[key]}")
     return 0
