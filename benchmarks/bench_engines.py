@@ -704,7 +704,8 @@ def markdown_table(rows, engines, bound, notes) -> str:
         r = row["steps_per_s"]
         cells = [row["case"]] + [_fmt(r.get(e)) for e in engines]
         cells += [f"{row['numba_vs_numpy']:.1f}x" if row["numba_vs_numpy"] else "-",
-                  f"{row['numba_vs_best_torch_jax']:.1f}x" if row["numba_vs_best_torch_jax"] else "-",
+                  (f"{row['numba_vs_best_torch_jax']:.1f}x"
+                   if row["numba_vs_best_torch_jax"] else "-"),
                   f"{100 * row['bound_fraction']:.0f}%", f"{row['overhead_us']:.1f}",
                   f"{row['numba_cost_vs_wasserstein']:.2f}x"
                   if row.get("numba_cost_vs_wasserstein") else "-"]

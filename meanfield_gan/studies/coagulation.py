@@ -225,7 +225,8 @@ class CoagulationResult:
             "t0_position": None if idx is None else self.omega[idx, 0].tolist(),
             "final_positions": self.final_positions().tolist(),
             "steps": self.steps.tolist(),
-            **{k: self.series[k].tolist() for k in SERIES if k not in ("n_distinct", "boundary_fraction")},
+            **{k: self.series[k].tolist() for k in SERIES
+               if k not in ("n_distinct", "boundary_fraction")},
             "face_fractions": self.face_fractions.tolist(),
             "psi": self.psi.tolist(),
             "N": int(self.theta.shape[1]),
@@ -335,7 +336,8 @@ def write_coagulation(result: CoagulationResult, outdir: str | os.PathLike) -> d
             g.create_dataset(k, data=result.series[k])
         g.create_dataset("face_fractions", data=result.face_fractions)
 
-    paths = write_study_outputs(outdir, "coagulation", "meanfield_gan.studies.coagulation", result.to_json(),
+    paths = write_study_outputs(outdir, "coagulation", "meanfield_gan.studies.coagulation",
+                                result.to_json(),
                                 fill, lambda png: plot_coagulation(result, png))
     result.paths = paths
     return paths
@@ -393,7 +395,8 @@ def plot_coagulation(result: CoagulationResult, path: str | os.PathLike,
     names = ["alpha"] + ([f"beta_{k + 1}" for k in range(K)] if K > 1 else ["beta"]) + ["gamma"]
     i, j = coords
     if not (0 <= i < d and 0 <= j < d and i != j):
-        raise ValueError(f"coords: need two distinct critic coordinates in [0, {d - 1}], got {coords!r}")
+        raise ValueError(f"coords: need two distinct critic coordinates in [0, {d - 1}], "
+                         f"got {coords!r}")
     box = math.isfinite(result.clip)
     # without a box, the cube that holds every record's cloud plays the box's part in the axes
     c = result.clip if box else max(float(np.abs(result.omega).max()), 1e-12)
@@ -419,9 +422,11 @@ def plot_coagulation(result: CoagulationResult, path: str | os.PathLike,
             ax.set_ylabel(names[j], fontsize=8)
         nd = int(result.series["n_distinct"][k])
         bf = float(result.series["boundary_fraction"][k])
-        ax.set_title(f"t = {result.times[k]:.3g}: {nd} distinct\non boundary {bf:.0%}", fontsize=8.5)
+        ax.set_title(f"t = {result.times[k]:.3g}: {nd} distinct\non boundary {bf:.0%}",
+                     fontsize=8.5)
         ax.tick_params(labelsize=7)
-    fig.suptitle(f"critic particles in Q, projected on ({names[i]}, {names[j]}); colour: {names[-1]} "
+    fig.suptitle(f"critic particles in Q, projected on ({names[i]}, {names[j]}); "
+                 f"colour: {names[-1]} "
                  f"from -{c:g} (purple) to {c:g} (yellow); marker area grows with the number of "
                  "coincident particles", fontsize=8.5, x=0.42, y=1.04)
     ax = fig.add_subplot(gs[0, len(idx)])
@@ -488,7 +493,8 @@ def cli_main(args: argparse.Namespace) -> int:
         print(f"no coagulation by t = {result.times[-1]:.6g}: {result.series['n_distinct'][-1]} "
               f"distinct critic positions remain (M = {M})")
     else:
-        corner = json.dumps([float(v) for v in result.omega[np.searchsorted(result.times, result.t0), 0]])
+        k0 = np.searchsorted(result.times, result.t0)
+        corner = json.dumps([float(v) for v in result.omega[k0, 0]])
         print(f"t0 = {result.t0:.6g}: all {M} critic particles at {corner}")
     for key in ("json", "h5", "png"):
         print(f"wrote {paths[key]}")
