@@ -65,6 +65,9 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 import numba  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _cpu import cpu_description  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
 import meanfield_gan as mfg  # noqa: E402
@@ -710,6 +713,8 @@ def markdown_table(rows, engines, bound, notes) -> str:
                   f"{row['numba_cost_vs_wasserstein']:.2f}x"
                   if row.get("numba_cost_vs_wasserstein") else "-"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Machine: {cpu_description()}.")
     lines.append("")
     lines.append("Sigmoid throughput on all cores (1e9/s), the better of the runs before and "
                  "after the grid: " + ", ".join(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cpu import cpu_description  # noqa: E402
 from bench_engines import ROOT, _Config, check_agreement, make_engine, steps_per_second  # noqa: E402
 
 
@@ -63,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"Projected Euler step, float64, {numba.get_num_threads()} Numba threads "
                  f"({numba.threading_layer()} layer), load average "
                  f"{os.getloadavg()[0]:.2f} at the end; median of {args.repeats} timings.")
+    lines.append(f"Machine: {cpu_description()}.")
     table = "\n".join(lines) + "\n"
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    meta = {"machine": cpu_description(), "cpus": os.cpu_count(),
             "numba_threads": numba.get_num_threads(),
             "numba_threading_layer": numba.threading_layer(),
             "load_average": os.getloadavg(), "numpy": np.__version__, "numba": numba.__version__}

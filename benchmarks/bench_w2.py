@@ -39,24 +39,10 @@ import scipy
 from meanfield_gan import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _cpu import cpu_description  # noqa: E402
+
 _POT_DISABLE = {f"POT_BACKEND_DISABLE_{b}": "1" for b in ("PYTORCH", "JAX", "TENSORFLOW", "CUPY")}
-
-
-def cpu_description() -> str:
-    """CPU model, core count and the vector extensions that matter here, from /proc/cpuinfo."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            model = value.strip()
-        elif key.strip() == "flags":
-            flags = set(value.split())
-    ext = ", ".join(f for f in ("avx2", "avx512f") if f in flags) or "neither avx2 nor avx512f"
-    return f"{model}, {os.cpu_count()} cores, {ext}"
 
 
 def import_time(env_extra: dict[str, str], repeats: int) -> float:

@@ -79,7 +79,7 @@ def _table(result, summary, extras, seconds) -> str:
                      f"[{p['slope_ci'][0]:.3f}, {p['slope_ci'][1]:.3f}] |")
     if summary["exact"] is not None:
         ex = summary["exact"]
-        lines += ["", f"Exact W2 (POT) for N <= {cfg.exact_max_N}: slope {ex['slope']:.3f} "
+        lines += ["", f"Exact W2 for N <= {cfg.exact_max_N}: slope {ex['slope']:.3f} "
                   f"[{ex['slope_ci'][0]:.3f}, {ex['slope_ci'][1]:.3f}]; exact / coupling = "
                   + ", ".join(f"{v:.6f}" for v in ex["exact_over_coupling"]) + "."]
     if "euler_order" in extras:
