@@ -29,6 +29,7 @@ wrote it.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import os
@@ -100,6 +101,8 @@ __all__ = [
     "PositiveFloat",
     "PositiveInt",
     "NonNegInt",
+    "merge_tables",
+    "read_config_document",
 ]
 
 #: Configuration ``kind`` of each law of :mod:`meanfield_gan.model.laws`.
@@ -687,6 +690,47 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         raise FileNotFoundError(f"config: no such file: {p}")
     text = p.read_text(encoding="utf-8")
     return loads_config(text, p.resolve().parent, source=str(p))
+
+
+def merge_tables(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
+    """Deep-merge ``overrides`` into a copy of the TOML document ``base``.
+
+    Tables merge key by key, except that a table naming another ``kind`` (a different scheme,
+    target or law) replaces the old one: the old kind's keys would not be valid for the new.
+    """
+    out = copy.deepcopy(dict(base))
+    for k, v in overrides.items():
+        old = out.get(k)
+        if (isinstance(v, Mapping) and isinstance(old, dict)
+                and v.get("kind", old.get("kind")) == old.get("kind")):
+            out[k] = merge_tables(old, v)
+        else:
+            out[k] = copy.deepcopy(dict(v) if isinstance(v, Mapping) else v)
+    return out
+
+
+def read_config_document(path: str | os.PathLike | None, default: Path,
+                         overrides: Mapping[str, Any] | None = None
+                         ) -> tuple[Path, str, dict]:
+    """Read a study's TOML configuration: ``(path, text, document)``.
+
+    ``path=None`` reads ``default``; ``overrides`` (nested tables) are merged with
+    :func:`merge_tables`.  A missing file, invalid TOML or non-mapping overrides raise a
+    one-line :class:`ValueError` before anything else happens.
+    """
+    p = default if path is None else Path(path)
+    if not p.is_file():
+        raise ValueError(f"config: no such file: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        doc = _toml.loads(text)
+    except _toml.TOMLDecodeError as exc:
+        raise ValueError(f"config: {p}: invalid TOML: {exc}".replace("\n", " ")) from None
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            raise ValueError(f"overrides: must be a mapping of tables, got {overrides!r}")
+        doc = merge_tables(doc, overrides)
+    return p, text, doc
 
 
 def default_config_path() -> Path:

@@ -32,11 +32,9 @@ penalty) from the same particles: :mod:`meanfield_gan.studies.coagulation_gp`.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
-import tomllib as _toml  # the package requires Python >= 3.11
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +45,7 @@ import numpy as np
 import meanfield_gan as mfg
 from meanfield_gan._util import want_progress, write_study_outputs
 from meanfield_gan._validation import nonnegative
-from meanfield_gan.io.config import BACKENDS, RunConfig
+from meanfield_gan.io.config import BACKENDS, RunConfig, read_config_document
 from meanfield_gan.studies.coagulation_gp import (
     DEFAULT_PENALTY,
     cloud_diagnostics,
@@ -81,22 +79,6 @@ def default_config_path() -> Path:
     return DEFAULT_CONFIG
 
 
-def _merge(base: dict, overrides: Mapping[str, Any]) -> dict:
-    """Deep-merge ``overrides`` into a copy of the TOML document ``base``.
-
-    Tables merge key by key, except that a table naming another ``kind`` (a different scheme,
-    target or law) replaces the table: the old kind's keys would not be valid for the new one.
-    """
-    out = copy.deepcopy(base)
-    for k, v in overrides.items():
-        old = out.get(k)
-        if (isinstance(v, Mapping) and isinstance(old, dict)
-                and v.get("kind", old.get("kind")) == old.get("kind")):
-            out[k] = _merge(old, v)
-        else:
-            out[k] = copy.deepcopy(dict(v) if isinstance(v, Mapping) else v)
-    return out
-
 
 def load_coagulation_config(
     path: str | os.PathLike | None = None,
@@ -129,18 +111,7 @@ def load_coagulation_config(
         If the file is missing or the configuration is invalid (the message names the key),
         or it has a ``[reference]`` section (the study has no use for one).
     """
-    p = DEFAULT_CONFIG if path is None else Path(path)
-    if not p.is_file():
-        raise ValueError(f"config: no such file: {p}")
-    text = p.read_text(encoding="utf-8")
-    try:
-        doc = _toml.loads(text)
-    except _toml.TOMLDecodeError as exc:
-        raise ValueError(f"config: {p}: invalid TOML: {exc}") from None
-    if overrides:
-        if not isinstance(overrides, Mapping):
-            raise ValueError(f"overrides: must be a mapping of tables, got {overrides!r}")
-        doc = _merge(doc, overrides)
+    p, text, doc = read_config_document(path, DEFAULT_CONFIG, overrides)
     if "reference" in doc:
         raise ValueError("reference: the coagulation study runs no reference scheme; "
                          "remove the [reference] section")

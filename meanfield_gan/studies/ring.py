@@ -25,11 +25,9 @@ This is ``meanfield-gan ring [CONFIG.toml] -o OUTDIR`` (``ring.json``, ``ring.h5
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import time
-import tomllib as _toml  # the package requires Python >= 3.11
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +38,7 @@ import numpy as np
 import meanfield_gan as mfg
 from meanfield_gan._util import want_progress, write_study_outputs
 from meanfield_gan._validation import finite_array, nonnegative, positive, positive_int
-from meanfield_gan.io.config import BACKENDS, RunConfig
+from meanfield_gan.io.config import BACKENDS, RunConfig, read_config_document
 from meanfield_gan.studies.coagulation_gp import critic_gradient_norm
 
 __all__ = [
@@ -136,16 +134,6 @@ def mode_coverage(samples: Any, centers: Any, radius: Any, min_fraction: float =
     }
 
 
-def _merge(base: dict, overrides: Mapping[str, Any]) -> dict:
-    """Deep-merge ``overrides`` (nested tables) into a copy of ``base``."""
-    out = copy.deepcopy(base)
-    for k, v in overrides.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(dict(v) if isinstance(v, Mapping) else v)
-    return out
-
 
 def load_ring_config(path: str | os.PathLike | None = None,
                      overrides: Mapping[str, Any] | None = None, *,
@@ -173,18 +161,7 @@ def load_ring_config(path: str | os.PathLike | None = None,
         If the file is missing, the configuration invalid, the target not a Gaussian mixture,
         or a ``[reference]`` section present.
     """
-    p = DEFAULT_CONFIG if path is None else Path(path)
-    if not p.is_file():
-        raise ValueError(f"config: no such file: {p}")
-    text = p.read_text(encoding="utf-8")
-    try:
-        doc = _toml.loads(text)
-    except _toml.TOMLDecodeError as exc:
-        raise ValueError(f"config: {p}: invalid TOML: {exc}".replace("\n", " ")) from None
-    if overrides:
-        if not isinstance(overrides, Mapping):
-            raise ValueError(f"overrides: must be a mapping of tables, got {overrides!r}")
-        doc = _merge(doc, overrides)
+    p, text, doc = read_config_document(path, DEFAULT_CONFIG, overrides)
     if "reference" in doc:
         raise ValueError("reference: the ring study runs no reference scheme; remove the "
                          "[reference] section")

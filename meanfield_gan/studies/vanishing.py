@@ -59,11 +59,9 @@ This module is the ``meanfield-gan vanishing [CONFIG.toml] -o OUTDIR`` subcomman
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import math
 import os
-import tomllib as _toml  # the package requires Python >= 3.11
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +73,7 @@ from scipy.special import expit
 import meanfield_gan as mfg
 from meanfield_gan._util import prepare_outdir, want_progress, write_study_outputs
 from meanfield_gan._validation import nonneg_int, positive, positive_int
-from meanfield_gan.io.config import BACKENDS, RunConfig
+from meanfield_gan.io.config import BACKENDS, RunConfig, read_config_document
 from meanfield_gan.model.objectives import LOSSES, discriminator_error, dphi
 
 __all__ = [
@@ -215,18 +213,6 @@ def case_problem(problem: mfg.Problem, settings: VanishingSettings, case: str) -
 # --------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------
-def _merge(base: dict, overrides: Mapping[str, Any]) -> dict:
-    """Deep-merge ``overrides`` into a copy of ``base`` (a table with another ``kind`` replaces)."""
-    out = copy.deepcopy(base)
-    for k, v in overrides.items():
-        old = out.get(k)
-        if (isinstance(v, Mapping) and isinstance(old, dict)
-                and v.get("kind", old.get("kind")) == old.get("kind")):
-            out[k] = _merge(old, v)
-        else:
-            out[k] = copy.deepcopy(dict(v) if isinstance(v, Mapping) else v)
-    return out
-
 
 def _critic_updates_per_step(scheme: Any) -> int:
     return scheme.n_critic if scheme.alternating else 1
@@ -275,18 +261,7 @@ def load_vanishing_config(
     ValueError
         One line naming the offending key.
     """
-    p = DEFAULT_CONFIG if path is None else Path(path)
-    if not p.is_file():
-        raise ValueError(f"config: no such file: {p}")
-    text = p.read_text(encoding="utf-8")
-    try:
-        doc = _toml.loads(text)
-    except _toml.TOMLDecodeError as exc:
-        raise ValueError(f"config: {p}: invalid TOML: {exc}") from None
-    if overrides:
-        if not isinstance(overrides, Mapping):
-            raise ValueError(f"overrides: must be a mapping of tables, got {overrides!r}")
-        doc = _merge(doc, overrides)
+    p, text, doc = read_config_document(path, DEFAULT_CONFIG, overrides)
     settings = VanishingSettings.from_dict(doc.pop("vanishing", {}))
     for key in _CASE_KEYS:
         if key in doc.get("problem", {}):
