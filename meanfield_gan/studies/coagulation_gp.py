@@ -88,20 +88,9 @@ def critic_gradient_norm(omega: Any, points: Any) -> np.ndarray:
 
 
 def cloud_diagnostics(omega: Any, clip: float, tol: float) -> dict[str, Any]:
-    """:func:`meanfield_gan.metrics.coagulation` of a critic cloud, with or without a box.
-
-    ``metrics.coagulation`` takes a finite ``clip``; without a box (``clip = inf``) it is
-    called with a stand-in box twice as wide as the cloud, so that no particle is on its
-    boundary (boundary and corner fractions 0, face fractions 0) and every other diagnostic
-    (distinct positions, clusters at linking distance ``tol``, spread, effective dimension),
-    which does not depend on the box, is the metric's own.  ``"clip"`` is then ``inf``.
-    """
-    if math.isfinite(clip):
-        return mfg.metrics.coagulation(omega, clip, tol=tol)
-    om = check_omega(omega)
-    d = mfg.metrics.coagulation(om, 2.0 * (float(np.abs(om).max()) + 1.0), tol=tol)
-    d["clip"] = math.inf
-    return d
+    """:func:`meanfield_gan.metrics.coagulation` of a critic cloud, with or without a box
+    (``clip = inf``: no faces, so boundary and corner fractions are 0)."""
+    return mfg.metrics.coagulation(omega, clip, tol=tol)
 
 
 def first_time(times: np.ndarray, mask: np.ndarray) -> float | None:
