@@ -59,6 +59,8 @@ def positive_int(v: Any, name: str) -> int:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if int(v) < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if int(v) >= 2**63:  # (stored as int64: HDF5 attributes, NumPy seeds)
+        raise ValueError(f"{name} must be < 2^63, got {v!r}")
     return int(v)
 
 
@@ -67,6 +69,8 @@ def nonneg_int(v: Any, name: str) -> int:
     if isinstance(v, bool) or not (isinstance(v, (int, np.integer))
                                    or (isinstance(v, float) and v.is_integer())) or int(v) < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+    if int(v) >= 2**63:  # (stored as int64: HDF5 attributes, NumPy seeds)
+        raise ValueError(f"{name} must be < 2^63, got {v!r}")
     return int(v)
 
 

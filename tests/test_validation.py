@@ -225,3 +225,20 @@ def test_t_end_before_a_resumed_state():
     # t_end equal to the state's time is a valid, empty run.
     same = mfg.simulate(problem, out.state, scheme, 2.0, backend="numpy")
     assert same.state.step == out.state.step
+
+
+def test_integers_beyond_int64_are_refused():
+    """Seeds and counts are stored as int64 (HDF5 attributes, NumPy): 2^63 and beyond stop
+    with a one-line error instead of failing after the output file exists."""
+    from meanfield_gan._validation import nonneg_int, positive_int
+
+    assert nonneg_int(2**63 - 1, "seed") == 2**63 - 1
+    for check in (positive_int, nonneg_int):
+        with pytest.raises(ValueError, match=r"seed must be < 2\^63"):
+            check(2**64, "seed")
+
+
+def test_noise_quadrature_size_is_bounded():
+    with pytest.raises(ValueError, match="noise_nodes"):
+        mfg.Problem(8, 1, mfg.DiracMixture([[0.0] * 8]), instance_noise=0.1)
+    assert mfg.Problem(8, 1, mfg.DiracMixture([[0.0] * 8])).noise_nodes == 5  # no noise: fine

@@ -271,3 +271,24 @@ def test_cli_bad_input_writes_nothing(tmp_path, capsys):
         run_vanishing(load_vanishing_config()[0])
     with pytest.raises(ValueError, match="cases"):
         VanishingSettings(cases=())
+
+
+@pytest.mark.parametrize("text,message", [
+    ('scheme = "adam"\n', "scheme: must be a table"),
+    ("vanishing = 3\n", "vanishing: must be a table"),
+    ("[problem]\nK = 1\n", "scheme: required"),
+])
+def test_bad_sections_stop_with_one_line(tmp_path, text, message):
+    from meanfield_gan.studies.vanishing import load_vanishing_config
+
+    path = tmp_path / "v.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_vanishing_config(path)
+
+
+def test_settings_errors_name_the_key():
+    from meanfield_gan.studies.vanishing import load_vanishing_config
+
+    with pytest.raises(ValueError, match="^vanishing.critic_steps: must be a positive integer"):
+        load_vanishing_config(None, overrides={"vanishing": {"critic_steps": 0}})

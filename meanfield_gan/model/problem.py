@@ -8,6 +8,7 @@ import numpy as np
 
 from .._validation import check_particles, clip_value, nonnegative, positive, positive_int
 from .laws import (
+    MAX_TENSOR_NODES,
     DiracMixture,
     EmpiricalData,
     GaussianMixture,
@@ -112,6 +113,11 @@ class Problem:
         if self.noise_anneal is not None:
             object.__setattr__(self, "noise_anneal", positive(self.noise_anneal, "noise_anneal"))
         object.__setattr__(self, "noise_nodes", positive_int(self.noise_nodes, "noise_nodes"))
+        if self.instance_noise > 0 and self.noise_nodes ** self.K > MAX_TENSOR_NODES:
+            # (every quadrature node is tensored with the noise nodes: keep that product small)
+            raise ValueError(f"noise_nodes: {self.noise_nodes}^K = {self.noise_nodes ** self.K} "
+                             f"tensor Gauss-Hermite nodes for the noise exceed "
+                             f"{MAX_TENSOR_NODES}; lower noise_nodes")
 
     def penalty_triples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The gradient penalty's fixed ``(z, x, eps, weights)`` for deterministic schemes.

@@ -167,7 +167,9 @@ class VanishingSettings:
         try:
             return cls(**dict(d))
         except ValueError as exc:
-            raise ValueError(f"vanishing.{exc}") from None
+            # "name must be ..." -> "vanishing.name: must be ..."
+            name, _, rest = str(exc).partition(" ")
+            raise ValueError(f"vanishing.{name}: {rest}") from None
 
     def case_settings(self, case: str) -> dict[str, Any]:
         """The ``Problem`` keywords of ``case`` (:func:`objective_settings`)."""
@@ -262,6 +264,11 @@ def load_vanishing_config(
         One line naming the offending key.
     """
     p, text, doc = read_config_document(path, DEFAULT_CONFIG, overrides)
+    for section in ("vanishing", "problem", "run", "scheme"):
+        if not isinstance(doc.get(section, {}), Mapping):
+            raise ValueError(f"{section}: must be a table, got {doc[section]!r}")
+    if "scheme" not in doc:
+        raise ValueError("scheme: required (the critic's optimiser, e.g. kind = \"adam\")")
     settings = VanishingSettings.from_dict(doc.pop("vanishing", {}))
     for key in _CASE_KEYS:
         if key in doc.get("problem", {}):
