@@ -26,7 +26,6 @@ from .core import (
 )
 from .engines import check_backend, make_runner
 from .engines.reference import project_velocity as _project
-from .model.laws import gauss_hermite
 from .model.objectives import discriminator_error
 from .model.problem import Problem, State
 from .model.schemes import SGD, Scheme
@@ -166,11 +165,8 @@ def _noisy_nodes(problem: Problem, quad, t: float):
     sigma = problem.noise_at(t)
     if sigma == 0:
         return z, zw, x, xw, None
-    e, we = gauss_hermite(problem.noise_nodes, problem.K)
-    nq = len(we)
-    return (np.repeat(z, nq, axis=0), np.outer(zw, we).ravel(),
-            (x[:, None, :] + sigma * e[None]).reshape(-1, problem.K), np.outer(xw, we).ravel(),
-            sigma * np.tile(e, (len(zw), 1)))
+    zq, zwq, ez, xq, xwq, ex = problem.noise_tensor(z, zw, x, xw)
+    return zq, zwq, xq + sigma * ex, xwq, sigma * ez
 
 
 def _observe(problem: Problem, theta, omega, quad, backend: str, t: float = 0.0

@@ -466,17 +466,9 @@ class CudaRunner(Runner):
         self.noise = problem.instance_noise > 0
         self.pen_lam = problem.gradient_penalty
         E = None
-        if self.noise and not scheme.stochastic:
-            # the tensor product (node, noise node) of MODEL.md 7, ordered as the CPU engines
-            # order it: node-major, noise node fastest; E holds the offsets of every column
-            e, we = self._noise_nodes
-            nq = len(we)
-            E = np.concatenate([np.tile(e.T, (1, self.zT.shape[1])),
-                                np.tile(e.T, (1, self.xT.shape[1]))], axis=1)
-            self.zT = np.repeat(self.zT, nq, axis=1)
-            self.xT = np.repeat(self.xT, nq, axis=1)
-            self.zw = np.outer(self.zw, we).ravel()
-            self.xw = np.outer(self.xw, we).ravel()
+        if self.ezT is not None:
+            # the base's noise tensor (MODEL.md 7): E holds the unit offsets of every column
+            E = np.concatenate([self.ezT, self.exT], axis=1)
         Bz, Bx = self.node_counts(scheme)
         P = 0
         if self.pen_lam > 0:

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from . import _scalar
+from ._scalar import EXP_CLAMP, build
 
 __all__ = ["DTYPES", "OP_STORE", "OP_AXPY", "OP_RMS", "OP_HEUN1", "OP_HEUN2", "OP_ADAM",
            "maths", "kernels", "kernel_signatures"]
@@ -37,7 +37,7 @@ def maths(dtype: str) -> SimpleNamespace:
     f = DTYPES[dtype]
     # Clamp the exponent as the CPU's exp_poly does (there at +-708): the sigmoid is then 0
     # or 1 to working precision in the tails, and the simulator's math.exp cannot overflow.
-    hi = f(_scalar.EXP_CLAMP) if f is np.float64 else f(88.0)
+    hi = f(EXP_CLAMP) if f is np.float64 else f(88.0)
 
     @cuda.jit(device=True)
     def exp(x):
@@ -47,7 +47,7 @@ def maths(dtype: str) -> SimpleNamespace:
             x = -hi
         return math.exp(x)
 
-    return _scalar.build(cuda.jit(device=True), exp, f(1))
+    return build(cuda.jit(device=True), exp, f(1))
 
 
 @cache

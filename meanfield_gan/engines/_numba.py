@@ -663,17 +663,8 @@ class NumbaRunner(Runner):
         self.noise = problem.instance_noise > 0
         self.lam = problem.gradient_penalty
         self._extras = list(_no_extras(K, L))
-        if self.noise and not scheme.stochastic:
-            # the tensor product (node, noise node) of MODEL.md 7, as in the reference
-            e, we = self._noise_nodes
-            nq = len(we)
-            self._x0 = np.repeat(self.xT, nq, axis=1)
-            self._ex = np.tile(e.T, (1, self.xT.shape[1]))
-            self._ez = np.tile(e.T, (1, self.zT.shape[1]))
-            self.zT = np.ascontiguousarray(np.repeat(self.zT, nq, axis=1))
-            self.zw = np.outer(self.zw, we).ravel()
-            self.xw = np.outer(self.xw, we).ravel()
-            self.xT = np.ascontiguousarray(self._x0)
+        # (the clean data nodes of the noise tensor: xT is rewritten at each block's sigma)
+        self._x0 = self.xT.copy()
         P = 0
         if self.lam > 0:
             if scheme.stochastic:
@@ -686,8 +677,6 @@ class NumbaRunner(Runner):
                                      np.ascontiguousarray(xp.T)[None, None], eps[None, None],
                                      wp]
         Bz, Bx = self.node_counts(scheme)
-        if self.noise and not scheme.stochastic:
-            Bz, Bx = self.zT.shape[1], self.xT.shape[1]
         self.ws = Workspace(state.N, state.M, K, L, Bz, Bx, kind=self.code, P=P)
         announce_compilation(f"{self.rule} with the {problem.loss} objective")
         self._dummy_Z = np.zeros((1, 1, L, 1))
@@ -715,12 +704,12 @@ class NumbaRunner(Runner):
             has_zn = True
             if Zs is None:
                 if self.problem.noise_anneal is None:
-                    En = (sig[0] * self._ez)[None, None]
-                    self.xT = np.ascontiguousarray(self._x0 + sig[0] * self._ex)
+                    En = (sig[0] * self.ezT)[None, None]
+                    self.xT = np.ascontiguousarray(self._x0 + sig[0] * self.exT)
                 else:
                     xsteps = True
-                    En = sig[:, None, None, None] * self._ez[None, None]
-                    Xs = self._x0[None, None] + sig[:, None, None, None] * self._ex[None, None]
+                    En = sig[:, None, None, None] * self.ezT[None, None]
+                    Xs = self._x0[None, None] + sig[:, None, None, None] * self.exT[None, None]
             else:
                 En = sig[:, None, None, None] * extra["gen_noise"]
                 Xn = Xs + sig[:, None, None, None] * extra["data_noise"]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import _scalar
+from ._scalar import build, exp_inline
 
 _FAST = {"reassoc", "nsz", "contract"}
 _OPTS = dict(cache=True, error_model="numpy", fastmath=_FAST)
 
 # The exponential is emitted inline as IR (exact flags, always inlined: see exp_inline).
-_S = _scalar.build(njit(inline="always", error_model="numpy"), _scalar.exp_inline)
+_S = build(njit(inline="always", error_model="numpy"), exp_inline)
 sigmoid = _S.sigmoid
 _clip = _S.clip
 _project = _S.project

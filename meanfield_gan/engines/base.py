@@ -64,11 +64,15 @@ class Runner:
         self._penalty_nodes = None
         if problem.gradient_penalty > 0 and not scheme.stochastic:
             self._penalty_nodes = problem.penalty_triples()
-        self._noise_nodes = None
+        #: Deterministic schemes with instance noise: the quadrature is the tensor product
+        #: with the noise nodes (``zT``, ``xT`` hold the repeated clean nodes) and ``ezT``,
+        #: ``exT`` the unit offsets of its generated and data columns; None otherwise.
+        self.ezT = self.exT = None
         if problem.instance_noise > 0 and not scheme.stochastic:
-            from ..model.laws import gauss_hermite
-
-            self._noise_nodes = gauss_hermite(problem.noise_nodes, problem.K)
+            zq, self.zw, ez, xq, self.xw, ex = problem.noise_tensor(
+                self.zT.T, self.zw, self.xT.T, self.xw)
+            self.zT, self.xT = np.ascontiguousarray(zq.T), np.ascontiguousarray(xq.T)
+            self.ezT, self.exT = np.ascontiguousarray(ez.T), np.ascontiguousarray(ex.T)
 
     def batches(self, Zs, Xs, extra=None) -> Nodes:
         """The nodes of every step of a block (see :class:`Nodes`)."""
@@ -118,14 +122,9 @@ class Nodes:
             z, zw = np.ascontiguousarray(r.zT.T), r.zw
             x, xw = np.ascontiguousarray(r.xT.T), r.xw
             z_noise = None
-            if r._noise_nodes is not None:
-                e, we = r._noise_nodes
-                nq = len(we)
-                # the tensor product (node, noise node): generated points g(z_b) + sigma e_q
-                z_noise = sigma * np.tile(e, (len(zw), 1))
-                z, zw = np.repeat(z, nq, axis=0), np.outer(zw, we).ravel()
-                x = (x[:, None, :] + sigma * e[None, :, :]).reshape(-1, x.shape[1])
-                xw = np.outer(xw, we).ravel()
+            if r.ezT is not None:  # the tensor product (node, noise node) at this sigma
+                z_noise = sigma * r.ezT.T
+                x = x + sigma * r.exT.T
             penalty = None if r._penalty_nodes is None else (self.lam, r._penalty_nodes)
             return z, zw, x, xw, z_noise, penalty
         z = np.ascontiguousarray(self.Zs[s, zslot].T)

@@ -17,6 +17,7 @@ from .laws import (
     ParticleLaw,
     StandardNormal,
     UniformInit,
+    gauss_hermite,
 )
 from .objectives import check_loss
 
@@ -119,6 +120,19 @@ class Problem:
                              f"tensor Gauss-Hermite nodes for the noise exceed "
                              f"{MAX_TENSOR_NODES}; lower noise_nodes")
 
+    def noise_tensor(self, z: np.ndarray, zw: np.ndarray, x: np.ndarray, xw: np.ndarray
+                     ) -> tuple[np.ndarray, ...]:
+        """Nodes ``z (Bz, L)``, ``x (Bx, K)`` tensored with the Gauss-Hermite noise nodes
+        (``noise_nodes`` per data dimension; MODEL.md 7), node-major, noise node fastest.
+
+        Returns ``(z', zw', ez, x', xw', ex)``: at noise level ``sigma`` the generated points
+        are ``g(z'_r) + sigma ez_r`` and the data nodes ``x'_r + sigma ex_r``.
+        """
+        e, we = gauss_hermite(self.noise_nodes, self.K)
+        nq = len(we)
+        return (np.repeat(z, nq, axis=0), np.outer(zw, we).ravel(), np.tile(e, (len(zw), 1)),
+                np.repeat(x, nq, axis=0), np.outer(xw, we).ravel(), np.tile(e, (len(xw), 1)))
+
     def penalty_triples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The gradient penalty's fixed ``(z, x, eps, weights)`` for deterministic schemes.
 
@@ -129,12 +143,16 @@ class Problem:
         """
         from scipy.stats import qmc
 
+        cache = self.__dict__.setdefault("_quadrature_cache", {})
+        if "penalty" in cache:  # (drawn once: records and runners ask again and again)
+            return tuple(a.copy() for a in cache["penalty"])
         P = self.penalty_size
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(PENALTY_SEED)))
         eps = qmc.Sobol(1, scramble=True, seed=rng).random(P)[:, 0]
         z = self.latent.sample(rng, P)
         x = self.target.sample(rng, P)
-        return z, x, eps, np.full(P, 1.0 / P)
+        cache["penalty"] = (z, x, eps, np.full(P, 1.0 / P))
+        return tuple(a.copy() for a in cache["penalty"])
 
     def noise_at(self, t: float) -> float:
         """The instance-noise standard deviation at time ``t`` (annealed linearly if asked)."""

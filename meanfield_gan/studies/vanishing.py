@@ -332,13 +332,8 @@ def _noisy_nodes(problem: mfg.Problem, z, zw, x, xw):
     sigma = problem.instance_noise
     if sigma == 0:
         return z, zw, None, x, xw
-    K = problem.K
-    e, we = mfg.StandardNormal(K).quadrature(problem.noise_nodes ** K)
-    nq = len(we)
-    z_noise = sigma * np.tile(e, (len(zw), 1))
-    zq, zwq = np.repeat(z, nq, axis=0), np.outer(zw, we).ravel()
-    xq = (x[:, None, :] + sigma * e[None, :, :]).reshape(-1, K)
-    return zq, zwq, z_noise, xq, np.outer(xw, we).ravel()
+    zq, zwq, ez, xq, xwq, ex = problem.noise_tensor(z, zw, x, xw)
+    return zq, zwq, sigma * ez, xq + sigma * ex, xwq
 
 
 def _speed(v: np.ndarray) -> float:
