@@ -189,7 +189,7 @@ def test_numba_threaded_and_serial_passes_are_bitwise_equal(make_config, Bz, Bx)
         ws = ne.Workspace(300, 260, 2, 2, Bz, Bx, parallel=parallel)
         vt, vo = np.empty_like(theta), np.empty_like(omega)
         ne.velocity_into(theta, omega, np.ascontiguousarray(z.T), zw, np.ascontiguousarray(x.T),
-                         xw, vt, vo, *ws.args())
+                         xw, vt, vo, ws)
         out.append((vt, vo))
     assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
     ref = mfg.velocity(theta, omega, z, zw, x, xw, backend="numpy")

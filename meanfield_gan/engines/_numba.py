@@ -38,9 +38,14 @@ LLVM vectorise the reductions and fuse multiply-adds; the exponential
 it keeps its accuracy (3e-16) and is always inlined.  Work buffers are allocated once per
 problem size (:class:`Workspace`), never per step.
 
-Compilation: the public velocity (:func:`velocity_into`) runs :func:`run_steps` with the
-VELOCITY code, so one entry point is compiled (about 40 s of CPU the first time, then cached);
-flags and modes are passed as runtime values, never constants, so each pass compiles once.
+Compilation: the njit functions here and in :mod:`._numba_kernels` are templates that read
+compile-time constants (the step rule, threading, the dimension classes of K and L, the
+penalty, the objective); a run compiles only the variants its values select
+(:func:`compiled`, :mod:`._specialise`): about 10 s on two cores for a serial SGD run of
+K = L = 1, cached on disk afterwards.  The public velocity (:func:`velocity_into`) is
+:func:`run_steps` with the rule VELOCITY.  Flags and modes that vary inside a run (need the
+generator's velocity, store or step) are runtime values, never literals, so each pass
+compiles once per variant.
 """
 from __future__ import annotations
 
@@ -82,18 +87,29 @@ from ._numba_kernels import (  # noqa: E402
     _pass_pen_ser,
     _project,
     n_chunks,
-    sigmoid,  # noqa: F401  (re-exported: the benchmarks time it)
+    sigmoid,  # (also re-exported: the benchmarks time it)
 )
+from ._specialise import Specialiser, call_announcing, dim_class  # noqa: E402
 from .base import Runner  # noqa: E402
 
-#: Scheme codes of :func:`run_steps` (VELOCITY: store both velocity fields, no step;
-#: CRITIC_VELOCITY: the critic's only, without the generator pass).
-EULER, HEUN, SGD, SGD_ALT, RMSPROP, VELOCITY, CRITIC_VELOCITY, ADAM, ADAM_ALT = range(9)
+#: Scheme codes of :func:`run_steps` (VELOCITY: store the velocity fields, no step).
+EULER, HEUN, SGD, SGD_ALT, RMSPROP, VELOCITY, ADAM, ADAM_ALT = range(8)
 #: The step rule of each scheme (``Scheme.rule``) as a code of :func:`run_steps`.
 RULES = {"euler": EULER, "heun": HEUN, "sgd": SGD, "sgd_alt": SGD_ALT, "rmsprop": RMSPROP,
          "adam": ADAM, "adam_alt": ADAM_ALT}
 #: The objectives (``Problem.loss``) as codes of :func:`run_steps`.
 LOSS_CODES = {"wasserstein": 0, "minimax": 1, "non_saturating": 2}
+# What each rule's passes do with the velocities (Heun stores them and steps in run_steps).
+_MODES = (_STEP, _STORE, _STEP, _STEP, _RMS, _STORE, _ADAM, _ADAM)
+
+# Compile-time constants (see :mod:`._specialise`; with the kernels' KD and LD): the step rule,
+# threaded passes, whether the gradient penalty's code is compiled, and the objective.  Each
+# compiled function is a variant with a run's values (:func:`compiled`); these module values
+# only make the templates valid code.
+RULE = VELOCITY
+PAR = False
+PEN = True
+LOSS = 0
 
 
 @njit(**_OPTS)
@@ -132,12 +148,13 @@ def _sig(u):
 
 
 @njit(**_OPTS)
-def _critic_at(par, om, pT, mreal, fpart, ubuf_f, fout):
+def _critic_at(om, pT, mreal, fpart, ubuf_f, fout):
     """``f(p_b)`` at the nodes ``pT (K, B)`` into ``fout (1, B)``: pass 1 on the critic (a
-    critic is a generator with one output row, ``theta = omega[:, None, :]``)."""
+    critic is a generator with one output row, ``theta = omega[:, None, :]``; its pass 1 is
+    the variant with ``LD = KD``, see ``_SPEC``)."""
     K2, Mp = om.shape
     om3 = om.reshape((1, K2, Mp))
-    if par:
+    if PAR:
         _pass1_par(fpart.shape[0], om3, pT, fpart, ubuf_f)
     else:
         _pass1_ser(fpart.shape[0], om3, pT, fpart, ubuf_f)
@@ -146,7 +163,7 @@ def _critic_at(par, om, pT, mreal, fpart, ubuf_f, fout):
 
 @njit(**_OPTS)
 def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_g, ubuf_c,
-             acc_c, flags, hyp, par):
+             acc_c, flags, hyp):
     """``pv = grad_omega dP/dnu`` (MODEL.md section 7) into ``pen2[3]``: the interpolates by
     pass 1 at ``zp``, ``grad f`` there by pass 2's generated side (unit weights, nothing
     stored or stepped), ``c = 2 (|grad f| - 1) grad f / |grad f|`` (0 where ``grad f = 0``),
@@ -155,7 +172,7 @@ def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_
     gpart_p, hpart_p = pen3
     cg = gpart_p.shape[0]
     cc = hpart_p.shape[0]
-    if par:
+    if PAR:
         _pass1_par(cg, th, zpT, gpart_p, ubuf_g)
     else:
         _pass1_ser(cg, th, zpT, gpart_p, ubuf_g)
@@ -167,7 +184,7 @@ def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_
     no = nreal < 0
     yes = nreal >= 0
     store = nreal * 0 + _STORE
-    if par:
+    if PAR:
         _pass2_par(cc, mreal, om, xhT, wone, xhT, wone, pv, hpart_p, ubuf_c, acc_c, yes, no,
                    store, 0.0, 1.0, pv, hyp, flags, pv, 0.0)
     else:
@@ -182,7 +199,7 @@ def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_
         scale = 2.0 * (nrm - 1.0) / nrm if nrm > 0.0 else 0.0
         for k in range(K):
             cT[k, p] *= scale
-    if par:
+    if PAR:
         _pass_pen_par(cc, om, xhT, cT, wpen, pv, ubuf_c)
     else:
         _pass_pen_ser(cc, om, xhT, cT, wpen, pv, ubuf_c)
@@ -191,12 +208,12 @@ def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_
 @njit(**_OPTS)
 def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode, dt, gdt, clip,
            sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags,
-           loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, zn, has_zn, lam, zpT, xpT, epsp,
-           wpen, pen2, pen3, wone, par):
+           fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, zn, has_zn, lam, zpT, xpT, epsp,
+           wpen, pen2, pen3, wone):
     """One velocity evaluation: store (``mode=_STORE``) or step with the fused updates.
 
     ``th (K, L+2, Np)`` and ``om (K+2, Mp)`` are the padded particle-layout arrays holding
-    ``nreal`` and ``mreal`` particles.  ``loss`` is an objective code (:data:`LOSS_CODES`):
+    ``nreal`` and ``mreal`` particles.  ``LOSS`` is the objective's code (:data:`LOSS_CODES`):
     the non-linear objectives first evaluate ``f`` at the nodes (one more pass over the
     critic), then run the Wasserstein sums with the node weights ``w_b phi'(f_b)`` of
     MODEL.md section 7.  ``has_zn``: the generated points are offset by ``zn (K, Bz)``
@@ -207,7 +224,7 @@ def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode,
     """
     cg = gpart.shape[0]
     cc = hpart.shape[0]
-    if par:
+    if PAR:
         _pass1_par(cg, th, zT, gpart, ubuf_g)
     else:
         _pass1_ser(cg, th, zT, gpart, ubuf_g)
@@ -217,37 +234,38 @@ def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode,
             for b in range(gT.shape[1]):
                 gT[k, b] += zn[k, b]
     pv = pen2[3]
-    pen = lam != 0.0 and need_vo
-    if pen:
-        # (hyp is passed through unused so that pass 2 keeps one signature: a second one
-        # would compile the whole critic pass again, about 30 s on a cold cache)
-        _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_g, ubuf_c,
-                 acc_c, flags, hyp, par)
-    lam_v = lam if pen else 0.0
+    lam_v = 0.0
+    if PEN:  # (a compile-time constant: runs without a penalty never compile its passes)
+        if lam != 0.0 and need_vo:
+            # (hyp is passed through unused so that pass 2 keeps one signature: a second one
+            # would compile the whole critic pass again)
+            _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_g,
+                     ubuf_c, acc_c, flags, hyp)
+            lam_v = lam
     zc, xc, hsep = zw, xw, False
-    if loss != 0:
-        _critic_at(par, om, gT, mreal, fpart_g, ubuf_f, fg)
+    if LOSS != 0:
+        _critic_at(om, gT, mreal, fpart_g, ubuf_f, fg)
         for b in range(zw.shape[0]):
             w1[b] = zw[b] * _sig(-fg[0, b])  # phi_1' = s(-f)
             # phi_3' = s(-f) (minimax: the same weights) or s(f) (non-saturating)
-            w3[b] = zw[b] * (_sig(-fg[0, b]) if loss == 1 else _sig(fg[0, b]))
+            w3[b] = zw[b] * (_sig(-fg[0, b]) if LOSS == 1 else _sig(fg[0, b]))
         if need_vo:
-            _critic_at(par, om, xT, mreal, fpart_x, ubuf_f, fx)
+            _critic_at(om, xT, mreal, fpart_x, ubuf_f, fx)
             for b in range(xw.shape[0]):
                 w2[b] = xw[b] * _sig(fx[0, b])  # -phi_2' = s(f), the data side's minus sign
-        zc, xc, hsep = w1, w2, loss == 2
+        zc, xc, hsep = w1, w2, LOSS == 2
         if hsep and need_vt:
             # grad f at the generated points with the generator's own weights, before the
             # critic moves (pass 2 with need_vo false stores no velocity and steps nothing)
             no = mode < 0
-            if par:
+            if PAR:
                 _pass2_par(cc, mreal, om, gT, w3, xT, xc, vo, hpart, ubuf_c, acc_c, need_vt, no,
                            mode, gdt, clip, sq_o, hyp, flags, pv, 0.0)
             else:
                 _pass2_ser(cc, mreal, om, gT, w3, xT, xc, vo, hpart, ubuf_c, acc_c, need_vt, no,
                            mode, gdt, clip, sq_o, hyp, flags, pv, 0.0)
     need_h = need_vt and not hsep
-    if par:
+    if PAR:
         _pass2_par(cc, mreal, om, gT, zc, xT, xc, vo, hpart, ubuf_c, acc_c, need_h, need_vo,
                    mode, gdt, clip, sq_o, hyp, flags, pv, lam_v)
     else:
@@ -257,7 +275,7 @@ def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode,
     if need_vt:
         # hpart carries the weights w_b already, so whT = w_b grad f(g(z_b)).
         _reduce(hpart, 1.0 / mreal, whT)
-        if par:
+        if PAR:
             _pass3_par(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, hyp, flags)
         else:
             _pass3_ser(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, hyp, flags)
@@ -281,8 +299,8 @@ class Workspace:
     Holds the particle-layout copies of the state, zero-padded to :func:`padded` counts (the
     padding stays zero: no kernel writes it), the velocity arrays in that layout (and Heun's or
     RMSProp's work arrays when ``kind`` is HEUN or RMSPROP), and the per-chunk partial sums.
-    ``args()`` is passed after the fixed arguments of :func:`run_steps`; it ends with the
-    threading choice.
+    ``args()`` is passed after the fixed arguments of :func:`run_steps`; ``par`` (threaded
+    passes) chooses the compiled variant.
     """
 
     def __init__(self, N: int, M: int, K: int, L: int, Bz: int, Bx: int,
@@ -336,7 +354,7 @@ class Workspace:
                 self.sq_t, self.sq_o, self.gT, self.whT, self.gpart, self.hpart, self.ubuf_g,
                 self.ubuf_c, self.acc_g, self.acc_c, self.flags, self.fpart_g, self.fpart_x,
                 self.ubuf_f, self.fg, self.fx, self.w1, self.w2, self.w3, self.pen2, self.pen3,
-                self.wone, self.par)
+                self.wone)
 
 
 @njit(**_OPTS)
@@ -363,21 +381,22 @@ def _from_particle_layout(thS, omS, theta, omega):
             omega[j, d] = omS[d, j]
 
 
-def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws_args, critic_only=False,
+def velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, ws: Workspace, critic_only=False,
                   loss: str = "wasserstein", extras: tuple | None = None):
     """Both velocity fields of ``(theta, omega)`` into ``vt``, ``vo``; inputs unchanged.
 
-    ``ws_args`` is ``Workspace(...).args()``.  Runs :func:`run_steps` with the VELOCITY code
-    (CRITIC_VELOCITY with ``critic_only``: ``vt`` is then not computed), so the public
-    ``velocity`` and ``simulate`` share one compiled entry point (half the first-compile time
-    of two).
+    Runs :func:`run_steps` with the rule VELOCITY on the workspace ``ws`` (with
+    ``critic_only``, ``vt`` is not computed: the generator's pass is skipped).
     """
     K = omega.shape[1] - 2
     L = theta.shape[2] - 2
-    kind = CRITIC_VELOCITY if critic_only else VELOCITY
-    run_steps(kind, theta, omega, 1, 0, zT, zw, xT, xw, np.zeros((1, 1, L, 1)),
-              np.zeros((1, 1, K, 1)), 0.0, 0.0, 0.0, 1.0, _NO_HYPER, LOSS_CODES[loss],
-              *(extras or _no_extras(K, L)), _NO_OPT_T, _NO_OPT_O, vt, vo, *ws_args)
+    extras = extras or _no_extras(K, L)
+    run = compiled("run_steps", rule=VELOCITY, par=ws.par, K=K, L=L, pen=extras[3] != 0,
+                   loss=loss)
+    call_announcing(run, "the velocity fields", theta, omega, 1, 0, zT, zw, xT, xw,
+                    np.zeros((1, 1, L, 1)), np.zeros((1, 1, K, 1)), 0.0, 0.0, 0.0, 1.0,
+                    _NO_HYPER, *extras, _NO_OPT_T, _NO_OPT_O, vt[:0] if critic_only else vt, vo,
+                    *ws.args())
 
 
 def energy(theta, omega, zT, zw, xT, xw) -> float:
@@ -385,15 +404,15 @@ def energy(theta, omega, zT, zw, xT, xw) -> float:
 
     The alpha-component of the critic velocity is ``V_alpha(omega_j) = sum_b zw_b
     s(u_j(g(z_b))) - sum_b xw_b s(u_j(x_b))``, so ``Psi = (1/M) sum_j alpha_j V_alpha(omega_j)``:
-    passes 1 and 2 of a velocity evaluation (threaded, fused, compiled once for both), then a
-    correctly rounded sum (``math.fsum``) that no thread count or BLAS can change.
+    passes 1 and 2 of a velocity evaluation (threaded, fused), then a correctly rounded sum
+    (``math.fsum``) that no thread count or BLAS can change.
     """
     N, K, L2 = theta.shape
     M = omega.shape[0]
     ws = Workspace(N, M, K, L2 - 2, zT.shape[1], xT.shape[1])
     vt = np.empty_like(theta)
     vo = np.empty_like(omega)
-    velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, *ws.args(), critic_only=True)
+    velocity_into(theta, omega, zT, zw, xT, xw, vt, vo, ws, critic_only=True)
     return math.fsum(omega[:, 0] * vo[:, 0]) / M
 
 
@@ -466,136 +485,124 @@ def _adam_k(hyp, k):
 
 
 @njit(**_OPTS)
-def _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
-           hyp, sq_t, sq_o, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart, ubuf_g, ubuf_c,
-           acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En, has_zn,
-           xsteps, lam, Zp, Xp, Ep, wpen, pen2, pen3, wone, frozen, par):
-    """The step loop on the padded particle-layout arrays; returns the number of finite steps.
+def run_steps(theta, omega, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip, hyp,
+              En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen, sq_t, sq_o, vt_out, vo_out, th, om,
+              vt, vo, vt2, vo2, th2, om2, sqtS, sqoS, gT, whT, gpart, hpart, ubuf_g, ubuf_c,
+              acc_g, acc_c, flags, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, pen2, pen3,
+              wone):
+    """Advance ``(theta, omega)`` in place by ``n_steps`` steps of the rule ``RULE``.
 
-    ``step0`` is the run's step before the first of these (Adam's bias corrections).  Noise
-    offsets ``En[s, slot]`` and penalty triples ``Zp, Xp, Ep [s, slot]`` are per step, or
-    fixed when their first axis has length 1; ``xsteps``: the deterministic schemes read
-    their (noisy) data nodes from ``Xs[s, 0]``.  The padding of every array stays zero:
-    velocities are stored for real particles only, so Heun's stages and combination leave
-    padded coordinates at 0.
+    A template: the compiled function is its variant for the run's constants
+    (:func:`compiled`).  Deterministic schemes (EULER, HEUN) use the fixed quadrature ``zT,
+    zw, xT, xw``; stochastic ones read step ``s``'s batches from ``Zs[s, slot]`` (shape
+    ``(L, m)``) and ``Xs[s, slot]`` (``(K, m)``) with uniform weights ``zw``/``xw`` of length
+    ``m``.  ``dt`` is the generator step, ``gdt = gamma_c dt`` the simultaneous critic step,
+    ``crit_dt`` the step of each alternating critic update; ``hyp`` the optimiser's numbers
+    (see :func:`_apply_row`); ``sq_t``, ``sq_o`` its state (RMSProp's running means, or Adam's
+    two moments stacked along the particle axis), updated in place; ``step0`` the run's step
+    before the first of these (Adam's bias corrections).  ``En, has_zn, xsteps`` are the
+    instance noise: offsets ``En[s, slot]`` of the generated points, and with ``xsteps`` the
+    deterministic schemes read their (noisy) data nodes from ``Xs[s, 0]``; ``lam, Zp, Xp, Ep,
+    wpen`` the gradient penalty's weight and triples ``[s, slot]``.  Noise offsets and triples
+    are per step, or fixed when their first axis has length 1.  ``dt < 0``: the generator is
+    frozen (the critic trains alone: no generator velocity or step).  With RULE VELOCITY the
+    velocity fields go to ``vt_out``, ``vo_out`` (the critic's only when ``vt_out`` has no
+    particle) and nothing moves.
+
+    The arguments from ``th`` on are :meth:`Workspace.args`: the state is copied to the padded
+    particle layout, stepped there and copied back (also after a NaN/Inf stop).  The padding
+    of every array stays zero: velocities are stored for real particles only, so Heun's stages
+    and combination leave padded coordinates at 0.  Returns the number of steps taken (fewer
+    if NaN/Inf appeared).
     """
+    N = theta.shape[0]
+    M = omega.shape[0]
+    _to_particle_layout(theta, omega, th, om)
+    if RULE == VELOCITY:
+        yes = n_steps >= -1  # not a literal (see below)
+        need_vt = vt_out.shape[0] > 0
+        store = n_steps * 0 + _STORE
+        _field(N, M, th, om, zT, zw, xT, xw, vt, vo, need_vt, yes, store, 0.0, 0.0, 1.0, sqtS,
+               sqoS, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, fpart_g,
+               fpart_x, ubuf_f, fg, fx, w1, w2, w3, En[0, 0], has_zn, lam, Zp[0, 0], Xp[0, 0],
+               Ep[0, 0], wpen, pen2, pen3, wone)
+        _from_particle_layout(vt, vo, vt_out, vo_out)
+        return 1
+    if RULE == RMSPROP or RULE == ADAM or RULE == ADAM_ALT:  # the optimiser's moments
+        _opt_to_layout(sq_t, sq_o, sqtS, sqoS)
+    frozen = dt < 0.0  # (see NumbaRunner.advance: a frozen generator is passed as dt = -1)
     # Flags and modes as runtime values: a constant argument (True, _STEP) has a literal type,
-    # and Numba would compile every pass once per combination of constants (minutes, uncached).
+    # and Numba would compile every pass once per combination of constants.
     yes = n_steps >= -1
     no = n_steps < -1
     gen = not frozen
-    store = kind * 0 + _STORE
-    adam = kind == ADAM or kind == ADAM_ALT
-    mode = kind * 0 + (_RMS if kind == RMSPROP else (_ADAM if adam else _STEP))
+    store = n_steps * 0 + _STORE
+    mode = n_steps * 0 + _MODES[RULE]
     ne = En.shape[0] - 1
     npn = Zp.shape[0] - 1
+    done = n_steps
     for s in range(n_steps):
         si = min(s, ne)
         pi = min(s, npn)
-        if kind == EULER or kind == SGD or kind == RMSPROP or kind == ADAM:
-            if kind == EULER:
+        if RULE == HEUN:
+            x = Xs[s, 0] if xsteps else xT
+            _field(N, M, th, om, zT, zw, x, xw, vt, vo, yes, yes, store, dt, gdt, clip,
+                   sqtS, sqoS, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
+                   flags, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En[si, 0],
+                   has_zn, lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3, wone)
+            _heun_stage(th, vt, th2, dt, clip, no, no)
+            _heun_stage(om, vo, om2, gdt, clip, yes, yes)
+            _field(N, M, th2, om2, zT, zw, x, xw, vt2, vo2, yes, yes, store, dt, gdt, clip,
+                   sqtS, sqoS, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
+                   flags, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En[si, 0],
+                   has_zn, lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3, wone)
+            _heun_combine(th, 0.5 * dt, vt, th2, vt2, clip, no)
+            _heun_combine(om, 0.5 * gdt, vo, om2, vo2, clip, yes)
+            ok = _all_finite(th) and _all_finite(om)
+        elif RULE == SGD_ALT or RULE == ADAM_ALT:
+            # n_critic critic steps with fresh batches, then the generator
+            n_critic = Xs.shape[1]
+            ok = True
+            for c in range(n_critic):
+                if RULE == ADAM_ALT:
+                    _adam_k(hyp, (step0 + s) * n_critic + c + 1)
+                ok = _field(N, M, th, om, Zs[s, c], zw, Xs[s, c], xw, vt, vo, no, yes, mode,
+                            dt, crit_dt, clip, sqtS, sqoS, hyp, gT, whT, gpart, hpart,
+                            ubuf_g, ubuf_c, acc_g, acc_c, flags, fpart_g, fpart_x,
+                            ubuf_f, fg, fx, w1, w2, w3, En[si, min(c, En.shape[1] - 1)],
+                            has_zn, lam, Zp[pi, min(c, Zp.shape[1] - 1)],
+                            Xp[pi, min(c, Xp.shape[1] - 1)], Ep[pi, min(c, Ep.shape[1] - 1)],
+                            wpen, pen2, pen3, wone) and ok
+            if RULE == ADAM_ALT:
+                _adam_k(hyp, step0 + s + 1)
+            if gen:
+                ok = _field(N, M, th, om, Zs[s, n_critic], zw, Xs[s, 0], xw, vt, vo, yes, no,
+                            mode, dt, crit_dt, clip, sqtS, sqoS, hyp, gT, whT, gpart, hpart,
+                            ubuf_g, ubuf_c, acc_g, acc_c, flags, fpart_g, fpart_x, ubuf_f,
+                            fg, fx, w1, w2, w3, En[si, min(n_critic, En.shape[1] - 1)], has_zn,
+                            lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3,
+                            wone) and ok
+        else:  # EULER, SGD, RMSPROP, ADAM: one simultaneous update per step
+            if RULE == EULER:
                 z = zT
                 x = Xs[s, 0] if xsteps else xT
             else:
                 z = Zs[s, 0]
                 x = Xs[s, 0]
-            if adam:
+            if RULE == ADAM:
                 _adam_k(hyp, step0 + s + 1)
             ok = _field(N, M, th, om, z, zw, x, xw, vt, vo, gen, yes, mode, dt, gdt, clip,
-                        sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g,
-                        acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3,
+                        sqtS, sqoS, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g,
+                        acc_c, flags, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3,
                         En[si, 0], has_zn, lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2,
-                        pen3, wone, par)
-        elif kind == HEUN:
-            x = Xs[s, 0] if xsteps else xT
-            _field(N, M, th, om, zT, zw, x, xw, vt, vo, yes, yes, store, dt, gdt, clip,
-                   sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
-                   flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En[si, 0],
-                   has_zn, lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3, wone, par)
-            _heun_stage(th, vt, th2, dt, clip, no, no)
-            _heun_stage(om, vo, om2, gdt, clip, yes, yes)
-            _field(N, M, th2, om2, zT, zw, x, xw, vt2, vo2, yes, yes, store, dt, gdt, clip,
-                   sq_t, sq_o, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c,
-                   flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En[si, 0],
-                   has_zn, lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3, wone, par)
-            _heun_combine(th, 0.5 * dt, vt, th2, vt2, clip, no)
-            _heun_combine(om, 0.5 * gdt, vo, om2, vo2, clip, yes)
-            ok = _all_finite(th) and _all_finite(om)
-        else:  # SGD_ALT, ADAM_ALT: n_critic critic steps with fresh batches, then the generator
-            n_critic = Xs.shape[1]
-            ok = True
-            for c in range(n_critic):
-                if adam:
-                    _adam_k(hyp, (step0 + s) * n_critic + c + 1)
-                ok = _field(N, M, th, om, Zs[s, c], zw, Xs[s, c], xw, vt, vo, no, yes, mode,
-                            dt, crit_dt, clip, sq_t, sq_o, hyp, gT, whT, gpart, hpart,
-                            ubuf_g, ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x,
-                            ubuf_f, fg, fx, w1, w2, w3, En[si, min(c, En.shape[1] - 1)],
-                            has_zn, lam, Zp[pi, min(c, Zp.shape[1] - 1)],
-                            Xp[pi, min(c, Xp.shape[1] - 1)], Ep[pi, min(c, Ep.shape[1] - 1)],
-                            wpen, pen2, pen3, wone, par) and ok
-            if adam:
-                _adam_k(hyp, step0 + s + 1)
-            if gen:
-                ok = _field(N, M, th, om, Zs[s, n_critic], zw, Xs[s, 0], xw, vt, vo, yes, no,
-                            mode, dt, crit_dt, clip, sq_t, sq_o, hyp, gT, whT, gpart, hpart,
-                            ubuf_g, ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f,
-                            fg, fx, w1, w2, w3, En[si, min(n_critic, En.shape[1] - 1)], has_zn,
-                            lam, Zp[pi, 0], Xp[pi, 0], Ep[pi, 0], wpen, pen2, pen3, wone,
-                            par) and ok
+                        pen3, wone)
         if not ok:
-            return s  # steps completed before the one that produced NaN/Inf
-    return n_steps
+            done = s  # steps completed before the one that produced NaN/Inf
+            break
 
 
-@njit(**_OPTS)
-def run_steps(kind, theta, omega, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt, clip,
-              hyp, loss, En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen, sq_t, sq_o, vt_out, vo_out,
-              th, om, vt, vo, vt2, vo2, th2, om2, sqtS, sqoS, gT, whT, gpart, hpart, ubuf_g,
-              ubuf_c, acc_g, acc_c, flags, fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, pen2,
-              pen3, wone, par):
-    """Advance ``(theta, omega)`` in place by ``n_steps`` steps of scheme ``kind``.
-
-    Deterministic schemes (EULER, HEUN) use the fixed quadrature ``zT, zw, xT, xw``; stochastic
-    ones read step ``s``'s batches from ``Zs[s, slot]`` (shape ``(L, m)``) and ``Xs[s, slot]``
-    (``(K, m)``) with uniform weights ``zw``/``xw`` of length ``m``.  ``dt`` is the generator
-    step, ``gdt = gamma_c dt`` the simultaneous critic step, ``crit_dt`` the step of each
-    alternating critic update; ``hyp`` the optimiser's numbers (see :func:`_apply_row`);
-    ``sq_t``, ``sq_o`` its state (RMSProp's running means, or Adam's two moments stacked along
-    the particle axis), updated in place; ``loss`` the objective's code; ``En, has_zn,
-    xsteps`` the instance noise and ``lam, Zp, Xp, Ep, wpen`` the gradient penalty (see
-    :func:`_steps`); ``dt < 0``: the generator is frozen (the critic trains alone: no
-    generator velocity or step).  With kind VELOCITY both velocity fields go to ``vt_out``,
-    ``vo_out``
-    (with CRITIC_VELOCITY only ``vo_out``) and nothing moves.  The arguments from ``th`` on
-    are :meth:`Workspace.args`: the state is copied to the padded particle layout, stepped
-    there and copied back (also after a NaN/Inf stop).  Returns the number of steps taken
-    (fewer if NaN/Inf appeared).
-    """
-    N = theta.shape[0]
-    M = omega.shape[0]
-    _to_particle_layout(theta, omega, th, om)
-    if kind == VELOCITY or kind == CRITIC_VELOCITY:
-        yes = n_steps >= -1  # not literals (see _steps)
-        need_vt = kind == VELOCITY
-        store = kind * 0 + _STORE
-        _field(N, M, th, om, zT, zw, xT, xw, vt, vo, need_vt, yes, store, 0.0, 0.0, 1.0, sqtS,
-               sqoS, hyp, gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, loss,
-               fpart_g, fpart_x, ubuf_f, fg, fx, w1, w2, w3, En[0, 0], has_zn, lam, Zp[0, 0],
-               Xp[0, 0], Ep[0, 0], wpen, pen2, pen3, wone, par)
-        _from_particle_layout(vt, vo, vt_out, vo_out)
-        return 1
-    moments = kind == RMSPROP or kind == ADAM or kind == ADAM_ALT
-    if moments:
-        _opt_to_layout(sq_t, sq_o, sqtS, sqoS)
-    frozen = dt < 0.0  # (see NumbaRunner.advance: a frozen generator is passed as dt = -1)
-    done = _steps(kind, N, M, th, om, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, crit_dt,
-                  clip, hyp, sqtS, sqoS, vt, vo, vt2, vo2, th2, om2, gT, whT, gpart, hpart,
-                  ubuf_g, ubuf_c, acc_g, acc_c, flags, loss, fpart_g, fpart_x, ubuf_f, fg, fx,
-                  w1, w2, w3, En, has_zn, xsteps, lam, Zp, Xp, Ep, wpen, pen2, pen3, wone,
-                  frozen, par)
     _from_particle_layout(th, om, theta, omega)
-    if moments:
+    if RULE == RMSPROP or RULE == ADAM or RULE == ADAM_ALT:
         _opt_from_layout(sqtS, sqoS, sq_t, sq_o)
     return done
 
@@ -620,27 +627,27 @@ def _opt_from_layout(sqtS, sqoS, sq_t, sq_o):
                               sq_t[p], sq_o[p])
 
 
-_ANNOUNCED = False
+_SPECIALISER: Specialiser | None = None
 
 
-def announce_compilation(what: str) -> None:
-    """Say once per process, on a terminal, that the kernels are being compiled.
+def compiled(name: str, *, rule: int = VELOCITY, par: bool = False, K: int = 1, L: int = 1,
+             pen: bool = False, loss: str = "wasserstein"):
+    """The compiled variant of the template ``name`` (:func:`run_steps`, a pass, ...) for a
+    step rule (a code of :data:`RULES`, or VELOCITY), threaded passes or not, the dimensions
+    ``K``, ``L``, the gradient penalty present or not and the objective.
 
-    Numba compiles :func:`run_steps` on its first call in a process unless its on-disk cache
-    is valid (the index exists and matches the source); that takes a minute or two on two
-    cores, and a silent minute looks like a hang.
+    Only that variant's code is compiled, on its first call (or loaded from Numba's cache).
     """
-    global _ANNOUNCED
-    if _ANNOUNCED or run_steps.signatures:
-        return
-    _ANNOUNCED = True
-    try:
-        cold = not run_steps._cache._cache_file._load_index()
-    except Exception:  # numba internals moved: say nothing rather than fail a run
-        return
-    if cold and sys.stderr.isatty():
-        print(f"meanfield_gan: compiling the Numba kernels for {what} (first run only, cached "
-              f"afterwards; a minute or two)", file=sys.stderr, flush=True)
+    global _SPECIALISER
+    if _SPECIALISER is None:
+        mods = [sys.modules[n_chunks.__module__], sys.modules[__name__]]
+        scalar = sys.modules[sigmoid.py_func.__module__]
+        # (the critic evaluated as a one-output generator runs pass 1 with LD = KD; the
+        # sigmoid and the box maths inlined everywhere come from _scalar)
+        _SPECIALISER = Specialiser(mods, remap={"_critic_at": {"LD": "KD"}},
+                                   sources=[m.__file__ for m in mods + [scalar]])
+    return _SPECIALISER.get(name, RULE=rule, PAR=bool(par), KD=dim_class(K), LD=dim_class(L),
+                            PEN=bool(pen), LOSS=LOSS_CODES[loss])
 
 
 class NumbaRunner(Runner):
@@ -658,7 +665,6 @@ class NumbaRunner(Runner):
             self.code = RULES[self.rule]
         except KeyError:
             raise ValueError(f"the numba engine has no step rule {self.rule!r}") from None
-        self.loss_code = LOSS_CODES[problem.loss]
         K, L = problem.K, problem.L
         self.noise = problem.instance_noise > 0
         self.lam = problem.gradient_penalty
@@ -678,7 +684,9 @@ class NumbaRunner(Runner):
                                      wp]
         Bz, Bx = self.node_counts(scheme)
         self.ws = Workspace(state.N, state.M, K, L, Bz, Bx, kind=self.code, P=P)
-        announce_compilation(f"{self.rule} with the {problem.loss} objective")
+        self._run = compiled("run_steps", rule=self.code, par=self.ws.par, K=K, L=L,
+                             pen=self.lam > 0, loss=problem.loss)
+        self._what = f"{self.rule} with the {problem.loss} objective"
         self._dummy_Z = np.zeros((1, 1, L, 1))
         self._dummy_X = np.zeros((1, 1, K, 1))
         h = self.hyper
@@ -723,11 +731,12 @@ class NumbaRunner(Runner):
     def advance(self, n: int, Zs: np.ndarray | None, Xs: np.ndarray | None,
                 extra: dict | None = None) -> int:
         Xs, *ex = self._block_extras(n, Zs, Xs, extra or {})
-        done = int(run_steps(
-            self.code, self.theta, self.omega, n, self.step, self.zT, self.zw, self.xT, self.xw,
+        done = int(call_announcing(
+            self._run, self._what, self.theta, self.omega, n, self.step, self.zT, self.zw,
+            self.xT, self.xw,
             self._dummy_Z if Zs is None else Zs, self._dummy_X if Xs is None else Xs,
             -1.0 if self.frozen else self.dt, self.gdt, self.crit_dt, self.clip, self.hyp,
-            self.loss_code, *ex,
+            *ex,
             self._opt_t, self._opt_o, self.theta, self.omega, *self.ws.args()))
         for p, k in enumerate(self.scheme.opt_keys):
             self.opt[f"theta_{k}"][...] = self._opt_t[p]
@@ -747,12 +756,11 @@ def generator_output(theta, z) -> np.ndarray:
     cg = n_chunks(Np)
     gpart = np.empty((cg, K, B))
     ubuf = np.empty((cg, _chunk_len(Np)))
-    if N * K * B >= PARALLEL_MIN_WORK:
-        _pass1_par(cg, th, zT, gpart, ubuf)
-    else:
-        _pass1_ser(cg, th, zT, gpart, ubuf)
+    par = N * K * B >= PARALLEL_MIN_WORK
+    pass1 = compiled("_pass1_par" if par else "_pass1_ser", L=L2 - 2)
+    call_announcing(pass1, "the generator output", cg, th, zT, gpart, ubuf)
     gT = np.empty((K, B))
-    _reduce(gpart, 1.0 / N, gT)
+    compiled("_reduce")(gpart, 1.0 / N, gT)
     return np.ascontiguousarray(gT.T)
 
 
@@ -773,5 +781,5 @@ def velocity(theta, omega, z, zw, x, xw, loss: str = "wasserstein", z_noise=None
     vt = np.empty_like(theta)
     vo = np.empty_like(omega)
     velocity_into(theta, omega, np.ascontiguousarray(z.T), zw, np.ascontiguousarray(x.T), xw,
-                  vt, vo, *ws.args(), loss=loss, extras=tuple(extras))
+                  vt, vo, ws, loss=loss, extras=tuple(extras))
     return vt, vo

@@ -33,6 +33,12 @@ PARALLEL_MIN_WORK = 15_000
 # (y += h v, clipped to Q for the critic), an RMSProp or an Adam step.
 _STORE, _STEP, _RMS, _ADAM = 0, 1, 2, 3
 
+# Compile-time constants (see :mod:`._specialise`): the dimension classes of K and L (1, 2:
+# unrolled kernels; 0: K or L above 2, buffered general loops).  Every compiled kernel is a
+# variant with the run's values; these module values only make the templates valid code.
+KD = 0
+LD = 0
+
 
 def n_chunks(n: int) -> int:
     """Number of chunks of ``n`` (padded) particles: fixed by ``n``, so results ignore threads.
@@ -145,15 +151,13 @@ def _wsd(u, w):
 
 
 @njit(inline="always")
-def _block_nodes(B, dim):
+def _block_nodes(B):
     """How many of ``B`` nodes the blocked kernels take (the rest go one at a time).
 
     Whole blocks of eight, plus a padded last block when it would hold four nodes or more
     (padding costs at most four wasted sigmoids per particle; four single-node sweeps cost
-    about as much).  None when ``dim`` (K or L) is above 2: no unrolled kernel.
+    about as much).  Only for dimensions 1 and 2 (the general kernels take no blocks).
     """
-    if dim > 2:
-        return 0
     r = B % 8
     return B - r + 8 if r >= 4 else B - r
 
@@ -314,23 +318,23 @@ def _part_gen_output(ch, nch, th, zT, gpart, ubuf):
     n = i1 - i0
     u = ubuf[ch]
     B = zT.shape[1]
-    nblk = _block_nodes(B, L)
+    nblk = _block_nodes(B) if LD else 0
     for k in range(K):
         a = th[k, 0, i0:i1]
         c = th[k, L + 1, i0:i1]
         b0 = th[k, 1, i0:i1]
         b1 = th[k, min(2, L), i0:i1]
-        if L == 1:
+        if LD == 1:
             _po_8(n, a, c, b0, b1, zT[0], zT[0], gpart[ch, k], nblk, False)
-        elif L == 2:
+        elif LD == 2:
             _po_8(n, a, c, b0, b1, zT[0], zT[1], gpart[ch, k], nblk, True)
         for b in range(min(nblk, B), B):
             acc = 0.0
-            if L == 1:
+            if LD == 1:
                 z0 = zT[0, b]
                 for i in range(n):
                     acc += a[i] * sigmoid(c[i] + b0[i] * z0)
-            elif L == 2:
+            elif LD == 2:
                 z0 = zT[0, b]
                 z1 = zT[1, b]
                 for i in range(n):
@@ -424,37 +428,40 @@ def _part_critic_side(om, i0, n, pT, pw, sign, acc, u, dbuf, hp, with_h):
     a1 = acc[1]
     a2 = acc[min(2, K)]
     B = pT.shape[1]
-    nblk = _block_nodes(B, K)
+    nblk = _block_nodes(B) if KD else 0
     # (the data side is the only one with sign -1, and it never needs h)
     p0 = pT[0]
     p1 = pT[min(1, K - 1)]
-    if K == 1 and with_h:
-        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, True, False)
-    elif K == 1 and sign > 0:
-        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, False, False)
-    elif K == 1:
-        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, False, True)
-    elif K == 2 and with_h:
-        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, True, False)
-    elif K == 2 and sign > 0:
-        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, False, False)
-    elif K == 2:
-        _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, False, True)
+    if KD == 1:
+        if with_h:
+            _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, True, False)
+        elif sign > 0:
+            _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, False,
+                    False)
+        else:
+            _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, False, False, True)
+    elif KD == 2:
+        if with_h:
+            _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, True, False)
+        elif sign > 0:
+            _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, False, False)
+        else:
+            _sums_8(n, gam, alp, b0, b1, p0, p1, pw, a0, aK, a1, a2, hp, nblk, True, False, True)
     for b in range(min(nblk, B), B):
         w = pw[b]
         # K = 1, 2: one fused loop (the operations of the buffered version below, in order).
-        if K == 1 and with_h:
-            hp[0, b] = _pc1h(n, gam, alp, b0, pT[0, b], w, sign, a0, aK, a1)
+        if KD == 1:
+            if with_h:
+                hp[0, b] = _pc1h(n, gam, alp, b0, pT[0, b], w, sign, a0, aK, a1)
+            else:
+                _pc1(n, gam, b0, pT[0, b], w, sign, a0, aK, a1)
             continue
-        if K == 1:
-            _pc1(n, gam, b0, pT[0, b], w, sign, a0, aK, a1)
-            continue
-        if K == 2 and with_h:
-            hp[0, b], hp[1, b] = _pc2h(n, gam, alp, b0, b1, pT[0, b], pT[1, b], w, sign, a0,
-                                       aK, a1, a2)
-            continue
-        if K == 2:
-            _pc2(n, gam, b0, b1, pT[0, b], pT[1, b], w, sign, a0, aK, a1, a2)
+        if KD == 2:
+            if with_h:
+                hp[0, b], hp[1, b] = _pc2h(n, gam, alp, b0, b1, pT[0, b], pT[1, b], w, sign,
+                                           a0, aK, a1, a2)
+            else:
+                _pc2(n, gam, b0, b1, pT[0, b], pT[1, b], w, sign, a0, aK, a1, a2)
             continue
         for i in range(n):
             u[i] = gam[i]
@@ -524,7 +531,12 @@ def _part_critic(ch, nch, mreal, om, gT, zw, xT, xw, vo, hpart, ubuf, accbuf, ne
     chk = 0.0
     for d in range(K2):
         if mode == _STORE:
-            vo[d, j0:j0 + nr] = acc[d, :nr]
+            # (an element loop: a slice assignment compiles numpy's shape-mismatch error
+            # formatting, seconds of a cold start)
+            vd = vo[d]
+            ad = acc[d]
+            for i in range(nr):
+                vd[j0 + i] = ad[i]
         else:
             # (sq is a dummy unless the mode keeps moments: hand _apply_row a valid row
             # instead; Adam's second moments sit after the first, at offset Mp)
@@ -561,20 +573,20 @@ def _part_gen_velocity(ch, nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hste
         v0 = acc[1]
         v1 = acc[min(2, L)]
         B = zT.shape[1]
-        nblk = _block_nodes(B, L)
-        if L == 1:
+        nblk = _block_nodes(B) if LD else 0
+        if LD == 1:
             _sums_8(n, c, a, b0, b1, zT[0], zT[0], whT[k], va, vc, v0, v1, acc, nblk, False,
                     False, False)
-        elif L == 2:
+        elif LD == 2:
             _sums_8(n, c, a, b0, b1, zT[0], zT[1], whT[k], va, vc, v0, v1, acc, nblk, True,
                     False, False)
         for b in range(min(nblk, B), B):
             w = whT[k, b]
             # L = 1, 2: one fused loop (the operations of the buffered version below).
-            if L == 1:
+            if LD == 1:
                 _pc1(n, c, b0, zT[0, b], w, 1.0, va, vc, v0)
                 continue
-            if L == 2:
+            if LD == 2:
                 _pc2(n, c, b0, b1, zT[0, b], zT[1, b], w, 1.0, va, vc, v0, v1)
                 continue
             for i in range(n):
@@ -605,7 +617,10 @@ def _part_gen_velocity(ch, nch, nreal, th, zT, whT, vt, ubuf, accbuf, mode, hste
                 ad[i] = -a[i] * ad[i]
         for d in range(L2):
             if mode == _STORE:
-                vt[k, d, i0:i0 + nr] = acc[d, :nr]
+                vd = vt[k, d]
+                ad = acc[d]
+                for i in range(nr):
+                    vd[i0 + i] = ad[i]
             else:
                 sqr = sq[k, d, i0:i0 + nr] if mode >= _RMS else acc[d, :nr]
                 sq2 = sq[k, d, N + i0:N + i0 + nr] if mode == _ADAM else sqr
