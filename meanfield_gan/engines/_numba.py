@@ -75,6 +75,7 @@ from ._numba_kernels import (  # noqa: E402
     _STORE,
     PAD,
     PARALLEL_MIN_WORK,
+    _borrowed,
     _chunk_len,
     _clip,
     _pass1_par,
@@ -517,6 +518,15 @@ def run_steps(theta, omega, n_steps, step0, zT, zw, xT, xw, Zs, Xs, dt, gdt, cri
     """
     N = theta.shape[0]
     M = omega.shape[0]
+    # (all work arrays borrowed: no reference counting below; see _borrowed)
+    th, om, vt, vo, vt2, vo2, th2, om2, sqtS, sqoS = _borrowed(
+        (th, om, vt, vo, vt2, vo2, th2, om2, sqtS, sqoS))
+    gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, fpart_g, fpart_x = _borrowed(
+        (gT, whT, gpart, hpart, ubuf_g, ubuf_c, acc_g, acc_c, flags, fpart_g, fpart_x))
+    ubuf_f, fg, fx, w1, w2, w3, wone, pen2, pen3 = _borrowed(
+        (ubuf_f, fg, fx, w1, w2, w3, wone, pen2, pen3))
+    zT, zw, xT, xw, Zs, Xs, hyp, En, Zp, Xp, Ep, wpen = _borrowed(
+        (zT, zw, xT, xw, Zs, Xs, hyp, En, Zp, Xp, Ep, wpen))
     _to_particle_layout(theta, omega, th, om)
     if RULE == VELOCITY:
         yes = n_steps >= -1  # not a literal (see below)
