@@ -152,7 +152,7 @@ def _sig(u):
 def _critic_at(om, pT, mreal, fpart, ubuf_f, fout):
     """``f(p_b)`` at the nodes ``pT (K, B)`` into ``fout (1, B)``: pass 1 on the critic (a
     critic is a generator with one output row, ``theta = omega[:, None, :]``; its pass 1 is
-    the variant with ``LD = KD``, see ``_SPEC``)."""
+    the variant with ``LD = KD``, see :func:`compiled`)."""
     K2, Mp = om.shape
     om3 = om.reshape((1, K2, Mp))
     if PAR:
