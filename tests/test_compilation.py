@@ -108,3 +108,31 @@ def test_a_serial_sgd_run_compiles_only_its_variant_and_the_cache_serves_the_nex
     second = run()
     assert second["compiled"] == []
     assert second["omega"] == first["omega"]
+
+
+def test_borrowed_arrays_are_views_of_the_originals_without_reference_counts():
+    import numpy as np
+    from numba import njit
+    from numba.core.errors import TypingError
+
+    from meanfield_gan.engines._numba_kernels import _borrowed
+
+    @njit
+    def fill(a, pair):
+        b, (c, d) = _borrowed((a, pair))
+        row = b[1, 2:]  # a view of a borrowed array
+        row[:] = 7.0
+        c[0] = d[0] + 1.0
+        return b.shape[0] + b.shape[1]
+
+    a = np.zeros((3, 5))
+    c, d = np.zeros(2), np.full(3, 4.0)
+    assert fill(a, (c, d)) == 8
+    assert np.all(a[1, 2:] == 7.0) and a.sum() == 21.0 and c[0] == 5.0
+
+    @njit
+    def scalar(x):
+        return _borrowed(x)
+
+    with pytest.raises(TypingError):
+        scalar(1.0)
