@@ -9,8 +9,8 @@ is reported apart), or of the whole command for the CLI case.
 Cases:
 
 * ``tiny sgd``: ``simulate`` of SGD with batch 1 on N = M = 16, K = L = 1, Wasserstein,
-  ``t_end = 0.5``, two records (with the default observables, whose velocity evaluation on
-  the 256-node quadrature is threaded at this size, and without them: ``observables=False``);
+  ``t_end = 0.5``, two records (with the default observables, a velocity evaluation on the
+  256-node quadrature, and without them: ``observables=False``);
 * ``ten lines``: the README's ten-line example (SGD batch 1 then projected Euler from the same
   particles, N = M = 1000, ``t_end = 2``, ten records each);
 * ``rate --quick``: the README's main job, ``meanfield-gan rate --quick`` (two workers).

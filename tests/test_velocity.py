@@ -194,3 +194,14 @@ def test_numba_threaded_and_serial_passes_are_bitwise_equal(make_config, Bz, Bx)
     assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
     ref = mfg.velocity(theta, omega, z, zw, x, xw, backend="numpy")
     np.testing.assert_allclose(out[0][0], ref[0], rtol=0, atol=1e-12)
+
+
+def test_numba_threads_only_evaluations_with_enough_work_and_particles():
+    """The threading choice depends on the sizes alone (never on the thread count)."""
+    from meanfield_gan.engines import _numba as ne
+
+    assert not ne.Workspace(1000, 1000, 1, 1, 1, 1).par  # SGD batch 1: 4e3 sigmoids
+    assert ne.Workspace(2000, 2000, 1, 1, 1, 1).par  # 8e3
+    assert not ne.Workspace(16, 16, 1, 1, 256, 256).par  # many nodes, 16 particles
+    assert ne.Workspace(64, 64, 1, 1, 256, 256).par
+    assert not ne.Workspace(5000, 32, 1, 1, 64, 64).par  # few critic particles

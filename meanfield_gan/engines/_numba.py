@@ -31,8 +31,9 @@ own velocity is computed lane by lane with no cross-lane step, by the same instr
 every lane, so coincident critic particles stay bitwise equal (MODEL.md section 4.3).
 
 Threads: passes run as a ``prange`` over chunks when a velocity evaluation has at least
-:data:`PARALLEL_MIN_WORK` sigmoids, serially otherwise (a parallel region costs a few
-microseconds, more than small passes take).  ``fastmath={'reassoc', 'nsz', 'contract'}`` lets
+:data:`PARALLEL_MIN_WORK` sigmoids and :data:`PARALLEL_MIN_PARTICLES` particles on each
+side, serially otherwise (a parallel region costs a few microseconds, more than small passes
+take).  ``fastmath={'reassoc', 'nsz', 'contract'}`` lets
 LLVM vectorise the reductions and fuse multiply-adds; the exponential
 (:func:`meanfield_gan.engines._scalar.exp_inline`) is emitted as IR with ``contract`` only, so
 it keeps its accuracy (3e-16) and is always inlined.  Work buffers are allocated once per
@@ -41,7 +42,7 @@ problem size (:class:`Workspace`), never per step.
 Compilation: the njit functions here and in :mod:`._numba_kernels` are templates that read
 compile-time constants (the step rule, threading, the dimension classes of K and L, the
 penalty, the objective); a run compiles only the variants its values select
-(:func:`compiled`, :mod:`._specialise`): about 10 s on two cores for a serial SGD run of
+(:func:`compiled`, :mod:`._specialise`): about 12 s on two cores for a serial SGD run of
 K = L = 1, cached on disk afterwards.  The public velocity (:func:`velocity_into`) is
 :func:`run_steps` with the rule VELOCITY.  Flags and modes that vary inside a run (need the
 generator's velocity, store or step) are runtime values, never literals, so each pass
@@ -74,6 +75,7 @@ from ._numba_kernels import (  # noqa: E402
     _STEP,
     _STORE,
     PAD,
+    PARALLEL_MIN_PARTICLES,
     PARALLEL_MIN_WORK,
     _borrowed,
     _chunk_len,
@@ -313,7 +315,7 @@ class Workspace:
             # Decided by the size alone, never by the thread count: the serial and parallel
             # kernels may differ in the last bit, and a study must give the same numbers in a
             # 1-thread worker as in a 2-thread parent.
-            parallel = work >= PARALLEL_MIN_WORK
+            parallel = work >= PARALLEL_MIN_WORK and min(N, M) >= PARALLEL_MIN_PARTICLES
         self.par = bool(parallel)
         ng, nc = _chunk_len(Np), _chunk_len(Mp)
         self.gT = np.empty((K, Bz))
@@ -766,7 +768,7 @@ def generator_output(theta, z) -> np.ndarray:
     cg = n_chunks(Np)
     gpart = np.empty((cg, K, B))
     ubuf = np.empty((cg, _chunk_len(Np)))
-    par = N * K * B >= PARALLEL_MIN_WORK
+    par = N * K * B >= PARALLEL_MIN_WORK and N >= PARALLEL_MIN_PARTICLES
     pass1 = compiled("_pass1_par" if par else "_pass1_ser", L=L2 - 2)
     call_announcing(pass1, "the generator output", cg, th, zT, gpart, ubuf)
     gT = np.empty((K, B))

@@ -26,10 +26,16 @@ _project = _S.project
 MAX_CHUNKS = 32
 #: Particle counts are padded to a multiple of this (the AVX-512 vector of float64).
 PAD = 8
-#: Steps (velocity evaluations) with fewer sigmoid evaluations than this run on one thread:
-#: measured on 2 cores, SGD with batch 1 at N = M = 1e3 (4e3 sigmoids) is faster serially,
-#: at N = M = 5e3 (2e4) threaded.
-PARALLEL_MIN_WORK = 15_000
+#: Velocity evaluations (steps) with fewer sigmoid evaluations than this, or with fewer
+#: particles than :data:`PARALLEL_MIN_PARTICLES` on either side, run on one thread.  Measured
+#: on 2 cores (us per evaluation, serial / threaded): SGD with batch 1, K = L = 1, at
+#: N = M = 1e3 (4e3 sigmoids) 7.3 / 7.0, at 2e3 13.9 / 9.9, K = L = 2 at 1e3 (6e3) 11.7 / 9.5;
+#: a store-mode velocity on 256 nodes, K = L = 1, at N = M = 16 (1.6e4) 32 / 31, 32: 39 / 35,
+#: 64: 53 / 41, and K = L = 2 at 16: 42 / 51, 64 (9.8e4): 75 / 77 (two chunks of a few dozen
+#: particles are too short a sweep for a thread each).
+PARALLEL_MIN_WORK = 6_000
+#: See :data:`PARALLEL_MIN_WORK`.
+PARALLEL_MIN_PARTICLES = 64
 
 # What a pass does with a particle's velocity: store it, take an SGD/Euler step
 # (y += h v, clipped to Q for the critic), an RMSProp or an Adam step.
