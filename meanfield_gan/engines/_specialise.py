@@ -13,10 +13,10 @@ variant.  Numba folds a branch on a global constant before type inference
 values select: a serial SGD run of K = L = 1 never compiles a threaded pass, the K = 2 or
 general-K kernels, Heun's stages or the gradient penalty.
 
-Each variant has its own on-disk cache entry: the index key of Numba's cache is extended with
-the variant's constants and a hash of the engine's source files, so variants of one template
-do not overwrite each other, and editing any engine file invalidates every compiled caller
-(Numba's own check only looks at the file that defines the function).
+Each variant has a name of its own (the template's, suffixed with its constants: Numba's
+symbol and cache-file names derive from it) and its own on-disk cache entry, whose index key
+also holds a hash of the engine's source files: editing any engine file invalidates every
+compiled caller (Numba's own check only looks at the file that defines the function).
 """
 from __future__ import annotations
 
