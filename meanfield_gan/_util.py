@@ -46,11 +46,20 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return path
 
 
-def prepare_outdir(outdir: str | os.PathLike) -> Path:
-    """Create the output folder of a study (parents included) and return it."""
+def check_outdir(outdir: str | os.PathLike, what: str = "output") -> Path:
+    """``outdir`` as a Path, refused (naming ``what``) if it exists and is not a folder.
+
+    Studies call it before any work, so a bad output path fails before a run, not after.
+    """
     out = Path(outdir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"output: {out} exists and is not a directory")
+        raise ValueError(f"{what}: {out} exists and is not a directory")
+    return out
+
+
+def prepare_outdir(outdir: str | os.PathLike) -> Path:
+    """Create the output folder of a study (parents included) and return it."""
+    out = check_outdir(outdir)
     out.mkdir(parents=True, exist_ok=True)
     return out
 

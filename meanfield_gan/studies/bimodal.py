@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from meanfield_gan._util import want_progress, write_study_outputs
+from meanfield_gan._util import check_outdir, want_progress, write_study_outputs
 from meanfield_gan.models import bimodal as bm
 from meanfield_gan.parallel import executor_from_scheduler, map_tasks
 
@@ -491,9 +491,7 @@ def cli_main(args: argparse.Namespace) -> int:
         raise ValueError(
             f"scheduler: expected an address like tcp://host:8786, got {args.scheduler!r}"
         )
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output: {out} exists and is not a directory")
+    out = check_outdir(args.output)
     if args.scheduler is not None:
         executor: Any = executor_from_scheduler(args.scheduler)
     elif args.workers == 1:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 import meanfield_gan as mfg
-from meanfield_gan._util import want_progress, write_study_outputs
+from meanfield_gan._util import check_outdir, want_progress, write_study_outputs
 from meanfield_gan._validation import nonnegative
 from meanfield_gan.io.config import BACKENDS, RunConfig, read_config_document
 from meanfield_gan.studies.coagulation_gp import (
@@ -449,9 +449,7 @@ def cli_main(args: argparse.Namespace) -> int:
     # Everything is validated before the run, so bad input leaves no output behind.
     cfg = load_coagulation_config(args.config, backend=args.backend)
     _check_tol(args.tol, cfg.problem.clip)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output: {out} exists and is not a directory")
+    out = check_outdir(args.output)
     progress = cfg.run.progress
     if getattr(args, "penalty", None) is not None and not getattr(args, "compare_penalty", False):
         raise ValueError("--penalty: goes with --compare-penalty")

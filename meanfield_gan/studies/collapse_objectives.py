@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from meanfield_gan._util import write_study_outputs
+from meanfield_gan._util import check_outdir, write_study_outputs
 from meanfield_gan._validation import positive
 from meanfield_gan.studies.modecollapse import ModeCollapseResult, simulate_mode_collapse
 from meanfield_gan.studies.vanishing import objective_settings
@@ -215,9 +215,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def cli_main(args: argparse.Namespace) -> int:
     """Run the comparison and write ``OUTDIR/mode_collapse_objectives.{json,h5,png}``."""
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output: {out} exists and is not a directory")
+    out = check_outdir(args.output)
     comp = compare_objectives(args.objectives, clip=args.clip,
                               gradient_penalty=args.gradient_penalty, t_end=args.t_end,
                               record=args.record, N=args.N, M=args.M, seed=args.seed,

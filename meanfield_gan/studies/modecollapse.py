@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 import meanfield_gan as mfg
-from meanfield_gan._util import want_progress, write_study_outputs
+from meanfield_gan._util import check_outdir, want_progress, write_study_outputs
 from meanfield_gan._validation import clip_value, finite_array, positive, positive_int
 
 __all__ = [
@@ -610,9 +610,7 @@ def run_mode_collapse(outdir: str | os.PathLike | None = None, *, gif: bool = Tr
         With ``paths`` filled when ``outdir`` was given.
     """
     if outdir is not None:
-        out = Path(outdir)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"outdir: {out} exists and is not a directory")
+        check_outdir(outdir, "outdir")
     result = simulate_mode_collapse(**kwargs)
     if outdir is not None:
         write_mode_collapse(result, outdir, gif=gif, fps=fps)

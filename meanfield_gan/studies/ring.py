@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 import meanfield_gan as mfg
-from meanfield_gan._util import want_progress, write_study_outputs
+from meanfield_gan._util import check_outdir, want_progress, write_study_outputs
 from meanfield_gan._validation import finite_array, nonnegative, positive, positive_int
 from meanfield_gan.io.config import BACKENDS, RunConfig, read_config_document
 from meanfield_gan.studies.coagulation_gp import critic_gradient_norm
@@ -634,9 +634,7 @@ def cli_main(args: argparse.Namespace) -> int:
     """Run the study and write ``OUTDIR/ring.{json,h5,png}``; print the scores and the paths."""
     # Everything is validated before the runs, so bad input leaves no output behind.
     cfg = load_ring_config(args.config, backend=args.backend)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output: {out} exists and is not a directory")
+    out = check_outdir(args.output)
     for name in args.cases:
         case_config(cfg, name, clip=args.clip, penalty=args.penalty)
     positive_int(args.samples, "--samples")

@@ -71,7 +71,12 @@ import numpy as np
 from scipy.special import expit
 
 import meanfield_gan as mfg
-from meanfield_gan._util import prepare_outdir, want_progress, write_study_outputs
+from meanfield_gan._util import (
+    check_outdir,
+    prepare_outdir,
+    want_progress,
+    write_study_outputs,
+)
 from meanfield_gan._validation import nonneg_int, positive, positive_int
 from meanfield_gan.io.config import BACKENDS, RunConfig, read_config_document
 from meanfield_gan.model.objectives import LOSSES, discriminator_error, dphi
@@ -738,9 +743,7 @@ def cli_main(args: argparse.Namespace) -> int:
     """Run the study and write ``OUTDIR/vanishing.{json,h5,png}``; print the speeds and paths."""
     # Everything is validated before the run, so bad input leaves no output behind.
     cfg, settings = load_vanishing_config(args.config, backend=args.backend)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output: {out} exists and is not a directory")
+    out = check_outdir(args.output)
     progress = cfg.run.progress
     result = run_vanishing(cfg, settings, progress=None if progress == "auto" else progress)
     paths = write_vanishing(result, prepare_outdir(out))

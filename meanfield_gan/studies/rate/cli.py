@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
+
+from meanfield_gan._util import check_outdir
 
 from .companions import run_euler_order, run_iid_study
 from .config import load_rate_config
@@ -44,9 +45,7 @@ def cli_main(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers: must be >= 1, got {args.workers}")
     if sum([args.serial, args.scheduler is not None]) > 1:
         raise ValueError("--serial and --scheduler exclude each other")
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output: {out} exists and is not a directory")
+    out = check_outdir(args.output)
     executor: str | None = "serial" if args.serial else None
     if args.scheduler:
         # Passed on as an address: each study opens (and closes) its own Dask client.
