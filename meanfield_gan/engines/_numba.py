@@ -80,13 +80,9 @@ from ._numba_kernels import (  # noqa: E402
     _borrowed,
     _chunk_len,
     _clip,
-    _pass1_par,
     _pass1_ser,
-    _pass2_par,
     _pass2_ser,
-    _pass3_par,
     _pass3_ser,
-    _pass_pen_par,
     _pass_pen_ser,
     _project,
     n_chunks,
@@ -113,6 +109,11 @@ RULE = VELOCITY
 PAR = False
 PEN = True
 LOSS = 0
+# The passes a template calls: in a variant, the threaded or the serial ones as PAR says
+# (:data:`_PASSES`, :mod:`._specialise`).
+_pass1, _pass2, _pass3, _pass_pen = _pass1_ser, _pass2_ser, _pass3_ser, _pass_pen_ser
+_PASSES = {f"_pass{p}": ("PAR", {True: f"_pass{p}_par", False: f"_pass{p}_ser"})
+           for p in ("1", "2", "3", "_pen")}
 
 
 @njit(**_OPTS)
@@ -157,10 +158,7 @@ def _critic_at(om, pT, mreal, fpart, ubuf_f, fout):
     the variant with ``LD = KD``, see :func:`compiled`)."""
     K2, Mp = om.shape
     om3 = om.reshape((1, K2, Mp))
-    if PAR:
-        _pass1_par(fpart.shape[0], om3, pT, fpart, ubuf_f)
-    else:
-        _pass1_ser(fpart.shape[0], om3, pT, fpart, ubuf_f)
+    _pass1(fpart.shape[0], om3, pT, fpart, ubuf_f)
     _reduce(fpart, 1.0 / mreal, fout)
 
 
@@ -175,10 +173,7 @@ def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_
     gpart_p, hpart_p = pen3
     cg = gpart_p.shape[0]
     cc = hpart_p.shape[0]
-    if PAR:
-        _pass1_par(cg, th, zpT, gpart_p, ubuf_g)
-    else:
-        _pass1_ser(cg, th, zpT, gpart_p, ubuf_g)
+    _pass1(cg, th, zpT, gpart_p, ubuf_g)
     _reduce(gpart_p, 1.0 / nreal, gpT)
     K, P = xhT.shape
     for k in range(K):
@@ -187,12 +182,8 @@ def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_
     no = nreal < 0
     yes = nreal >= 0
     store = nreal * 0 + _STORE
-    if PAR:
-        _pass2_par(cc, mreal, om, xhT, wone, xhT, wone, pv, hpart_p, ubuf_c, acc_c, yes, no,
-                   store, 0.0, 1.0, pv, hyp, flags, pv, 0.0)
-    else:
-        _pass2_ser(cc, mreal, om, xhT, wone, xhT, wone, pv, hpart_p, ubuf_c, acc_c, yes, no,
-                   store, 0.0, 1.0, pv, hyp, flags, pv, 0.0)
+    _pass2(cc, mreal, om, xhT, wone, xhT, wone, pv, hpart_p, ubuf_c, acc_c, yes, no,
+           store, 0.0, 1.0, pv, hyp, flags, pv, 0.0)
     _reduce(hpart_p, 1.0 / mreal, cT)
     for p in range(P):
         nrm = 0.0
@@ -202,10 +193,7 @@ def _penalty(nreal, mreal, th, om, zpT, xpT, epsp, wpen, pen2, pen3, wone, ubuf_
         scale = 2.0 * (nrm - 1.0) / nrm if nrm > 0.0 else 0.0
         for k in range(K):
             cT[k, p] *= scale
-    if PAR:
-        _pass_pen_par(cc, om, xhT, cT, wpen, pv, ubuf_c)
-    else:
-        _pass_pen_ser(cc, om, xhT, cT, wpen, pv, ubuf_c)
+    _pass_pen(cc, om, xhT, cT, wpen, pv, ubuf_c)
 
 
 @njit(**_OPTS)
@@ -227,10 +215,7 @@ def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode,
     """
     cg = gpart.shape[0]
     cc = hpart.shape[0]
-    if PAR:
-        _pass1_par(cg, th, zT, gpart, ubuf_g)
-    else:
-        _pass1_ser(cg, th, zT, gpart, ubuf_g)
+    _pass1(cg, th, zT, gpart, ubuf_g)
     _reduce(gpart, 1.0 / nreal, gT)
     if has_zn:
         for k in range(gT.shape[0]):
@@ -261,27 +246,16 @@ def _field(nreal, mreal, th, om, zT, zw, xT, xw, vt, vo, need_vt, need_vo, mode,
             # grad f at the generated points with the generator's own weights, before the
             # critic moves (pass 2 with need_vo false stores no velocity and steps nothing)
             no = mode < 0
-            if PAR:
-                _pass2_par(cc, mreal, om, gT, w3, xT, xc, vo, hpart, ubuf_c, acc_c, need_vt, no,
-                           mode, gdt, clip, sq_o, hyp, flags, pv, 0.0)
-            else:
-                _pass2_ser(cc, mreal, om, gT, w3, xT, xc, vo, hpart, ubuf_c, acc_c, need_vt, no,
-                           mode, gdt, clip, sq_o, hyp, flags, pv, 0.0)
+            _pass2(cc, mreal, om, gT, w3, xT, xc, vo, hpart, ubuf_c, acc_c, need_vt, no,
+                   mode, gdt, clip, sq_o, hyp, flags, pv, 0.0)
     need_h = need_vt and not hsep
-    if PAR:
-        _pass2_par(cc, mreal, om, gT, zc, xT, xc, vo, hpart, ubuf_c, acc_c, need_h, need_vo,
-                   mode, gdt, clip, sq_o, hyp, flags, pv, lam_v)
-    else:
-        _pass2_ser(cc, mreal, om, gT, zc, xT, xc, vo, hpart, ubuf_c, acc_c, need_h, need_vo,
-                   mode, gdt, clip, sq_o, hyp, flags, pv, lam_v)
+    _pass2(cc, mreal, om, gT, zc, xT, xc, vo, hpart, ubuf_c, acc_c, need_h, need_vo,
+           mode, gdt, clip, sq_o, hyp, flags, pv, lam_v)
     ok = _flags_ok(flags, cc)
     if need_vt:
         # hpart carries the weights w_b already, so whT = w_b grad f(g(z_b)).
         _reduce(hpart, 1.0 / mreal, whT)
-        if PAR:
-            _pass3_par(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, hyp, flags)
-        else:
-            _pass3_ser(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, hyp, flags)
+        _pass3(cg, nreal, th, zT, whT, vt, ubuf_g, acc_g, mode, dt, sq_t, hyp, flags)
         ok = _flags_ok(flags, cg) and ok
     return ok
 
@@ -656,7 +630,7 @@ def compiled(name: str, *, rule: int = VELOCITY, par: bool = False, K: int = 1, 
         scalar = sys.modules[sigmoid.py_func.__module__]
         # (the critic evaluated as a one-output generator runs pass 1 with LD = KD; the
         # sigmoid and the box maths inlined everywhere come from _scalar)
-        _SPECIALISER = Specialiser(mods, remap={"_critic_at": {"LD": "KD"}},
+        _SPECIALISER = Specialiser(mods, remap={"_critic_at": {"LD": "KD"}}, choices=_PASSES,
                                    sources=[m.__file__ for m in mods + [scalar]])
     return _SPECIALISER.get(name, RULE=rule, PAR=bool(par), KD=dim_class(K), LD=dim_class(L),
                             PEN=bool(pen), LOSS=LOSS_CODES[loss])

@@ -69,19 +69,24 @@ class Specialiser:
         ``{caller: {callee_constant: caller_constant}}``: the callees of ``caller`` get the
         value of ``caller_constant`` for ``callee_constant`` (the critic evaluated as a
         generator: pass 1 with ``LD`` set to the critic's ``KD``).
+    choices : dict, optional
+        ``{alias: (constant, {value: template})}``: in a variant, the global ``alias`` is the
+        variant of the template the constant's value selects (the threaded or serial pass
+        by ``PAR``), so a template calls ``_pass1(...)`` once instead of branching.
     sources : sequence of paths, optional
         Files whose contents go into every cache key (default: the modules' files); list
         the files of inlined helpers defined elsewhere.
     """
 
     def __init__(self, modules, remap: dict[str, dict[str, str]] | None = None,
-                 sources=None):
+                 choices: dict[str, tuple[str, dict]] | None = None, sources=None):
         self._templates: dict[str, CPUDispatcher] = {}
         for mod in modules:
             for name, obj in vars(mod).items():
                 if isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == mod.__name__:
                     self._templates[name] = obj
         self._remap = remap or {}
+        self._choices = choices or {}
         self._uses: dict[str, frozenset] = {}
         self._variants: dict[tuple, CPUDispatcher] = {}
         self._hash = _source_hash(sources or [mod.__file__ for mod in modules])
@@ -96,7 +101,12 @@ class Specialiser:
             names = self._names(name)
             got = set(names & set(CONSTANTS))
             remap = self._remap.get(name, {})
-            for callee in names & self._templates.keys():
+            callees = names & self._templates.keys()
+            for alias in names & self._choices.keys():
+                const, table = self._choices[alias]
+                got.add(const)
+                callees |= set(table.values())
+            for callee in callees:
                 got.update(remap.get(c, c) for c in self.uses(callee))
             self._uses[name] = frozenset(got)
         return self._uses[name]
@@ -130,6 +140,9 @@ class Specialiser:
             sub[callee_c] = consts[caller_c]
         for callee in names & self._templates.keys():
             ns[callee] = self.get(callee, **sub)
+        for alias in names & self._choices.keys():
+            const, table = self._choices[alias]
+            ns[alias] = self.get(table[consts[const]], **sub)
         fn = types.FunctionType(py.__code__, ns, py.__name__, py.__defaults__, py.__closure__)
         # A name of its own: Numba's symbol names are the qualified name, the argument types and
         # a per-process counter, so two variants compiled in different processes could share
